@@ -1,0 +1,114 @@
+//! gRPC status codes, the HTTP status → grpc-status mapping, and the
+//! percent-encoding that `grpc-message` uses on the wire.
+
+use percent_encoding::{AsciiSet, CONTROLS, percent_decode, utf8_percent_encode};
+
+/// The canonical gRPC status codes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum Code {
+    Ok = 0,
+    Cancelled = 1,
+    Unknown = 2,
+    InvalidArgument = 3,
+    DeadlineExceeded = 4,
+    NotFound = 5,
+    AlreadyExists = 6,
+    PermissionDenied = 7,
+    ResourceExhausted = 8,
+    FailedPrecondition = 9,
+    Aborted = 10,
+    OutOfRange = 11,
+    Unimplemented = 12,
+    Internal = 13,
+    Unavailable = 14,
+    DataLoss = 15,
+    Unauthenticated = 16,
+}
+
+impl Code {
+    /// The decimal form used as the `grpc-status` value.
+    pub fn as_header_value(self) -> String {
+        (self as u8).to_string()
+    }
+
+    /// Maps a non-gRPC (or non-200) HTTP response status to the gRPC status a
+    /// client must see, as grpc/doc/http-grpc-status-mapping.md specifies.
+    pub fn from_http_status(status: u16) -> Code {
+        match status {
+            400 => Code::Internal,
+            401 => Code::Unauthenticated,
+            403 => Code::PermissionDenied,
+            404 => Code::Unimplemented,
+            429 | 502..=504 => Code::Unavailable,
+            _ => Code::Unknown,
+        }
+    }
+}
+
+/// Bytes that `grpc-message` must percent-encode: everything outside
+/// printable ASCII, and `%` itself (PROTOCOL-HTTP2.md, "Status-Message").
+const GRPC_MESSAGE_ESCAPES: &AsciiSet = &CONTROLS.add(b'%');
+
+/// Percent-encodes a status message for the `grpc-message` header or trailer.
+/// Non-ASCII characters are encoded as their UTF-8 bytes.
+pub fn encode_grpc_message(message: &str) -> String {
+    utf8_percent_encode(message, GRPC_MESSAGE_ESCAPES).to_string()
+}
+
+/// Decodes a `grpc-message` value. Malformed escapes are kept literally, as
+/// the spec asks receivers to do, so decoding never fails.
+pub fn decode_grpc_message(value: &[u8]) -> Vec<u8> {
+    percent_decode(value).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    #[cfg(target_arch = "wasm32")]
+    use wasm_bindgen_test::wasm_bindgen_test as test;
+
+    #[test]
+    fn http_status_maps_per_grpc_mapping_doc() {
+        let cases = [
+            (400, Code::Internal),
+            (401, Code::Unauthenticated),
+            (403, Code::PermissionDenied),
+            (404, Code::Unimplemented),
+            (429, Code::Unavailable),
+            (502, Code::Unavailable),
+            (503, Code::Unavailable),
+            (504, Code::Unavailable),
+            (500, Code::Unknown),
+            (301, Code::Unknown),
+            (418, Code::Unknown),
+        ];
+        for (http, grpc) in cases {
+            assert_eq!(Code::from_http_status(http), grpc, "HTTP {http}");
+        }
+    }
+
+    #[test]
+    fn status_code_renders_as_decimal() {
+        assert_eq!(Code::Ok.as_header_value(), "0");
+        assert_eq!(Code::Unauthenticated.as_header_value(), "16");
+    }
+
+    #[test]
+    fn grpc_message_escapes_percent_controls_and_non_ascii() {
+        let message = "\t\ntest with whitespace\r\nand Unicode BMP ☺ and non-BMP 😈\t\n";
+        let encoded = encode_grpc_message(message);
+        assert_eq!(
+            encoded,
+            "%09%0Atest with whitespace%0D%0Aand Unicode BMP %E2%98%BA and non-BMP %F0%9F%98%88%09%0A"
+        );
+        assert_eq!(encode_grpc_message("100% done"), "100%25 done");
+        assert_eq!(decode_grpc_message(encoded.as_bytes()), message.as_bytes());
+    }
+
+    #[test]
+    fn grpc_message_decoding_keeps_malformed_escapes() {
+        assert_eq!(decode_grpc_message(b"50%"), b"50%");
+        assert_eq!(decode_grpc_message(b"%zz%41"), b"%zzA");
+    }
+}
