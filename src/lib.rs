@@ -4,4 +4,7 @@
 //!
 //! Layers, from the bottom: [`codec`] (pure bytes-in/bytes-out, no proxy-wasm).
 
+pub mod bridge;
 pub mod codec;
+pub mod config;
+pub mod metrics;

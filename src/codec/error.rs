@@ -7,7 +7,7 @@ use std::fmt;
 use super::status::Code;
 
 /// Which side of the proxy produced the offending input.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Peer {
     /// The client side of this Envoy (the request body and headers).
     Downstream,
@@ -60,6 +60,8 @@ pub enum ErrorKind {
     HttpStatus(u16),
     /// The upstream answered 200 with a content-type that is not gRPC.
     NotGrpc,
+    /// A request carried the bridge marker with the wrong secret.
+    InvalidMarker,
 }
 
 /// A protocol error, attributed to the peer that caused it.
@@ -84,6 +86,7 @@ impl Error {
             ErrorKind::MissingStatus => Code::Unknown,
             ErrorKind::HttpStatus(status) => Code::from_http_status(status),
             ErrorKind::NotGrpc => Code::Unknown,
+            ErrorKind::InvalidMarker => Code::Unauthenticated,
             _ => Code::Internal,
         }
     }
@@ -152,6 +155,7 @@ impl fmt::Display for Error {
             ErrorKind::MissingStatus => write!(f, "{who} sent trailers without grpc-status"),
             ErrorKind::HttpStatus(status) => write!(f, "{who} answered with HTTP status {status}"),
             ErrorKind::NotGrpc => write!(f, "{who} answered with a non-gRPC content-type"),
+            ErrorKind::InvalidMarker => write!(f, "{who} sent a bridge marker with a wrong secret"),
         }
     }
 }

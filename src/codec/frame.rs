@@ -173,7 +173,9 @@ pub enum Piece {
 
 #[derive(Debug)]
 enum Scan {
-    /// Gathering a prefix; at most four bytes are ever held here.
+    /// Reading a prefix (`have` bytes so far). A message prefix is forwarded
+    /// as it arrives; a trailer prefix is held, as the trailer frame is
+    /// never forwarded.
     Prefix {
         bytes: [u8; HEADER_LEN],
         have: usize,
@@ -191,6 +193,8 @@ enum Scan {
 }
 
 /// Walks a stream of frames chunk by chunk, whatever the chunk boundaries.
+/// Message bytes leave in the order they came, so a chunk holding no part
+/// of a trailer frame comes out unchanged.
 #[derive(Debug)]
 pub struct FrameScanner {
     limit: u32,
@@ -220,30 +224,28 @@ impl FrameScanner {
                 Scan::Prefix { bytes, have } => {
                     let take = (HEADER_LEN - *have).min(chunk.len());
                     bytes[*have..*have + take].copy_from_slice(&chunk[..take]);
+                    if *have == 0 {
+                        // Reject a bad flag byte before forwarding anything.
+                        FrameHeader::parse([bytes[0], 0, 0, 0, 0], self.limit)?;
+                    }
                     *have += take;
+                    let trailers = bytes[0] & FLAG_TRAILERS != 0;
+                    let prefix = chunk.split_to(take);
+                    if !trailers {
+                        out.push(Piece::Message(prefix));
+                    }
                     if *have < HEADER_LEN {
-                        // A split prefix: hold it until the rest arrives.
-                        chunk.advance(take);
                         continue;
                     }
                     let header = FrameHeader::parse(*bytes, self.limit)?;
-                    if header.is_trailers() {
-                        chunk.advance(take);
+                    if trailers {
                         self.scan = Scan::Trailers {
                             compressed: header.is_compressed(),
                             remaining: header.length(),
                             block: BytesMut::with_capacity(header.length() as usize),
                         };
                         self.complete_trailers(out);
-                    } else if take == HEADER_LEN {
-                        // The whole prefix is in this chunk: forward the
-                        // prefix and payload as one slice.
-                        let payload = (chunk.len() - HEADER_LEN).min(header.length() as usize);
-                        out.push(Piece::Message(chunk.split_to(HEADER_LEN + payload)));
-                        self.advance_message(header.length() - payload as u32, out);
                     } else {
-                        out.push(Piece::Message(Bytes::copy_from_slice(&header.to_bytes())));
-                        chunk.advance(take);
                         self.advance_message(header.length(), out);
                     }
                 }
@@ -470,17 +472,19 @@ mod tests {
         let mut scanner = FrameScanner::new(LIMIT);
         let mut pieces = Vec::new();
         scanner
-            .push(
-                Bytes::from_static(&[0x00, 0, 0, 0, 4, b'a', b'b']),
-                &mut pieces,
-            )
+            .push(Bytes::from_static(&[0x00, 0, 0]), &mut pieces)
             .unwrap();
-        assert_eq!(
-            pieces,
-            vec![Piece::Message(Bytes::from_static(&[
-                0, 0, 0, 0, 4, b'a', b'b'
-            ]))]
-        );
+        scanner
+            .push(Bytes::from_static(&[0, 4, b'a', b'b']), &mut pieces)
+            .unwrap();
+        let forwarded: Vec<u8> = pieces
+            .iter()
+            .flat_map(|p| match p {
+                Piece::Message(bytes) => bytes.to_vec(),
+                other => panic!("unexpected {other:?}"),
+            })
+            .collect();
+        assert_eq!(forwarded, [0, 0, 0, 0, 4, b'a', b'b']);
         pieces.clear();
         scanner
             .push(Bytes::from_static(b"cd"), &mut pieces)
@@ -492,27 +496,31 @@ mod tests {
     }
 
     #[test]
-    fn scanner_holds_a_split_prefix_until_it_is_whole() {
+    fn scanner_never_forwards_any_byte_of_a_trailer_frame() {
+        for chunks in chunkings(&TWO_MESSAGES_AND_TRAILERS[13..]) {
+            let mut scanner = FrameScanner::new(LIMIT);
+            let mut pieces = Vec::new();
+            for chunk in &chunks {
+                scanner
+                    .push(Bytes::copy_from_slice(chunk), &mut pieces)
+                    .unwrap();
+            }
+            assert!(
+                matches!(pieces.as_slice(), [Piece::Trailers { .. }]),
+                "{pieces:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn unknown_flag_is_rejected_on_the_first_byte() {
         let mut scanner = FrameScanner::new(LIMIT);
         let mut pieces = Vec::new();
-        scanner
-            .push(Bytes::from_static(&[0x00, 0, 0]), &mut pieces)
-            .unwrap();
-        assert!(
-            pieces.is_empty(),
-            "a partial prefix must not be forwarded: {pieces:?}"
-        );
-        scanner
-            .push(Bytes::from_static(&[0, 1, b'x']), &mut pieces)
-            .unwrap();
         assert_eq!(
-            pieces,
-            vec![
-                Piece::Message(Bytes::from_static(&[0, 0, 0, 0, 1])),
-                Piece::Message(Bytes::from_static(b"x")),
-                Piece::MessageEnd
-            ]
+            scanner.push(Bytes::from_static(&[0x02]), &mut pieces),
+            Err(ErrorKind::UnknownFrameFlag(0x02))
         );
+        assert!(pieces.is_empty());
     }
 
     #[test]

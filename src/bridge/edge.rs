@@ -1,0 +1,348 @@
+//! The edge side: downstream native gRPC → upstream gRPC-web.
+//!
+//! ```text
+//! request:   Checking ──(body end | error)──► Done       (PassThrough if not converted)
+//! response:  Waiting ──headers──► Web ──(body end | trailers)──► Done
+//!                        │          └──(bad frame)──► Failing ──(end)──► Done
+//!                        ├──(non-200, non-gRPC)──► Failing
+//!                        └──(headers end the stream: trailers-only)──► Done
+//! ```
+//!
+//! Nothing is ever held: message bytes pass through in the chunk they came
+//! in, the trailer frame is cut out, and at the end of the body its fields
+//! are added as real HTTP/2 trailers (Envoy creates the trailer map when a
+//! filter adds to it in the last body callback).
+
+use std::io::Read;
+use std::rc::Rc;
+
+use bytes::Bytes;
+use flate2::read::{GzDecoder, ZlibDecoder};
+
+use super::{
+    Action, Body, FrameReader, Host, Map, StreamBridge, error_fields, reply_error, report,
+};
+use crate::codec::{ContentType, Error, ErrorKind, Metadata, Peer, Protocol, decode_trailer_block};
+use crate::config::Config;
+use crate::metrics::Counter;
+
+/// Response headers that stay in the headers when a gRPC-web trailers-only
+/// reply (status in headers, body to follow) is turned into headers plus
+/// trailers: HTTP-level fields, not gRPC metadata.
+const HTTP_LEVEL_HEADERS: &[&str] = &[
+    "content-type",
+    "content-length",
+    "date",
+    "server",
+    "transfer-encoding",
+    "connection",
+    "keep-alive",
+    "vary",
+    "via",
+    "alt-svc",
+];
+
+enum Request {
+    /// Not converted: the filter stays out of the way for the whole stream.
+    PassThrough,
+    /// Converted; the body's framing is checked as it streams.
+    Checking(FrameReader),
+    Done,
+}
+
+enum Response {
+    Waiting,
+    /// A gRPC-web body: message bytes stream through, the trailer frame
+    /// becomes trailers.
+    Web(WebBody),
+    /// The upstream failed; its body is dropped and the error becomes the
+    /// trailers.
+    Failing(Error),
+    Done,
+}
+
+struct WebBody {
+    reader: FrameReader,
+    /// `grpc-encoding`, needed only for a compressed (0x81) trailer frame.
+    encoding: Option<Vec<u8>>,
+    limit: u32,
+    /// Fields of a trailers-only reply whose body still follows (it crossed
+    /// HTTP/1.1, which cannot end a stream on the headers).
+    header_trailers: Option<Metadata>,
+    frame_trailers: Option<Metadata>,
+}
+
+pub struct Edge {
+    config: Rc<Config>,
+    request: Request,
+    response: Response,
+}
+
+impl Edge {
+    pub fn new(config: Rc<Config>) -> Self {
+        Self {
+            config,
+            request: Request::PassThrough,
+            response: Response::Done,
+        }
+    }
+
+    fn fail_request(&mut self, host: &mut dyn Host, error: Error) -> Action {
+        reply_error(host, "application/grpc", &error);
+        self.request = Request::Done;
+        self.response = Response::Done;
+        Action::Pause
+    }
+
+    /// The trailer fields for the end of the response, or `None` if the
+    /// response needs none (passed through, or already finished).
+    fn final_trailers(
+        &mut self,
+        host: &mut dyn Host,
+        upstream: Option<Metadata>,
+    ) -> Option<Metadata> {
+        let fields = match std::mem::replace(&mut self.response, Response::Done) {
+            Response::Failing(error) => error_fields(&error),
+            Response::Web(body) => {
+                let found = body
+                    .frame_trailers
+                    .or(body.header_trailers)
+                    .or(upstream.filter(|t| t.get("grpc-status").is_some()));
+                match found {
+                    Some(mut fields) if fields.get("grpc-status").is_none() => {
+                        let error = ErrorKind::MissingStatus.from(Peer::Upstream);
+                        report(host, &error);
+                        fields.0.retain(|(name, _)| name != "grpc-message");
+                        fields.0.extend(error_fields(&error).0);
+                        fields
+                    }
+                    Some(fields) => fields,
+                    None => {
+                        let error = ErrorKind::MissingTrailers.from(Peer::Upstream);
+                        report(host, &error);
+                        error_fields(&error)
+                    }
+                }
+            }
+            other => {
+                self.response = other;
+                return None;
+            }
+        };
+        Some(fields)
+    }
+
+    fn fail_response(&mut self, host: &mut dyn Host, kind: ErrorKind) {
+        let error = kind.from(Peer::Upstream);
+        report(host, &error);
+        self.response = Response::Failing(error);
+    }
+}
+
+impl StreamBridge for Edge {
+    fn on_request_headers(&mut self, host: &mut dyn Host, end_of_stream: bool) -> Action {
+        // A marker the client sent is never trusted, whatever the request.
+        host.remove_header(Map::RequestHeaders, &self.config.marker_header);
+        let content_type = host
+            .header(Map::RequestHeaders, "content-type")
+            .and_then(|value| ContentType::parse(&value));
+        let Some(content_type) = content_type.filter(|ct| ct.protocol == Protocol::Grpc) else {
+            host.count(Counter::PassedThrough);
+            return Action::Continue;
+        };
+        let web = content_type.with_protocol(Protocol::GrpcWeb).render();
+        host.set_header(Map::RequestHeaders, "content-type", web.as_bytes());
+        host.set_header(Map::RequestHeaders, "accept", web.as_bytes());
+        host.remove_header(Map::RequestHeaders, "te");
+        host.remove_header(Map::RequestHeaders, "content-length");
+        host.set_header(
+            Map::RequestHeaders,
+            &self.config.marker_header,
+            self.config.marker_secret.as_bytes(),
+        );
+        host.count(Counter::Converted);
+        self.request = if end_of_stream {
+            Request::Done
+        } else {
+            Request::Checking(FrameReader::new(false, self.config.max_frame_bytes))
+        };
+        self.response = Response::Waiting;
+        Action::Continue
+    }
+
+    fn on_request_body(&mut self, host: &mut dyn Host, size: usize, end_of_stream: bool) -> Action {
+        let Request::Checking(reader) = &mut self.request else {
+            return Action::Continue;
+        };
+        // Native gRPC and gRPC-web frame messages alike: only checked here.
+        match reader.read_request(host.body(Body::Request, 0, size), end_of_stream) {
+            Err(kind) => self.fail_request(host, kind.from(Peer::Downstream)),
+            Ok(_) => {
+                if end_of_stream {
+                    self.request = Request::Done;
+                }
+                Action::Continue
+            }
+        }
+    }
+
+    fn on_response_headers(&mut self, host: &mut dyn Host, end_of_stream: bool) -> Action {
+        if !matches!(self.response, Response::Waiting) {
+            return Action::Continue;
+        }
+        let status = host.header(Map::ResponseHeaders, ":status");
+        let content_type = host
+            .header(Map::ResponseHeaders, "content-type")
+            .and_then(|value| ContentType::parse(&value));
+        host.remove_header(Map::ResponseHeaders, "content-length");
+        let web = match (status.as_deref(), content_type) {
+            (Some(b"200"), Some(ct)) if ct.protocol.is_web() => ct,
+            (Some(b"200"), Some(_native)) => {
+                // The upstream answered native gRPC itself: nothing to convert.
+                self.response = Response::Done;
+                return Action::Continue;
+            }
+            (status, content_type) => {
+                let kind = match (status, content_type) {
+                    (Some(b"200"), None) => ErrorKind::NotGrpc,
+                    (status, _) => ErrorKind::HttpStatus(
+                        status
+                            .and_then(|s| std::str::from_utf8(s).ok()?.parse().ok())
+                            .unwrap_or(0),
+                    ),
+                };
+                host.set_header(Map::ResponseHeaders, ":status", b"200");
+                host.set_header(Map::ResponseHeaders, "content-type", b"application/grpc");
+                self.fail_response(host, kind);
+                if end_of_stream {
+                    for (name, value) in self.final_trailers(host, None).unwrap_or_default().iter()
+                    {
+                        host.set_header(Map::ResponseHeaders, name, value);
+                    }
+                }
+                return Action::Continue;
+            }
+        };
+        let native = web.with_protocol(Protocol::Grpc).render();
+        host.set_header(Map::ResponseHeaders, "content-type", native.as_bytes());
+        let status_in_headers = host.header(Map::ResponseHeaders, "grpc-status").is_some();
+        if end_of_stream {
+            // Headers that end the stream are already a trailers-only reply.
+            if !status_in_headers {
+                let error = ErrorKind::MissingStatus.from(Peer::Upstream);
+                report(host, &error);
+                for (name, value) in error_fields(&error).iter() {
+                    host.set_header(Map::ResponseHeaders, name, value);
+                }
+            }
+            self.response = Response::Done;
+            return Action::Continue;
+        }
+        let header_trailers = status_in_headers.then(|| move_metadata_out_of_headers(host));
+        self.response = Response::Web(WebBody {
+            reader: FrameReader::new(
+                web.protocol == Protocol::GrpcWebText,
+                self.config.max_frame_bytes,
+            ),
+            encoding: host.header(Map::ResponseHeaders, "grpc-encoding"),
+            limit: self.config.max_frame_bytes,
+            header_trailers,
+            frame_trailers: None,
+        });
+        Action::Continue
+    }
+
+    fn on_response_body(
+        &mut self,
+        host: &mut dyn Host,
+        size: usize,
+        end_of_stream: bool,
+    ) -> Action {
+        match &mut self.response {
+            Response::Web(body) => {
+                match body.forward(host.body(Body::Response, 0, size), end_of_stream) {
+                    Ok(None) => {}
+                    Ok(Some(rewritten)) => host.replace_body(Body::Response, size, &rewritten),
+                    Err(kind) => {
+                        host.replace_body(Body::Response, size, &[]);
+                        self.fail_response(host, kind);
+                    }
+                }
+            }
+            Response::Failing(_) => host.replace_body(Body::Response, size, &[]),
+            Response::Waiting | Response::Done => return Action::Continue,
+        }
+        if end_of_stream {
+            for (name, value) in self.final_trailers(host, None).unwrap_or_default().iter() {
+                host.add_header(Map::ResponseTrailers, name, value);
+            }
+        }
+        Action::Continue
+    }
+
+    fn on_response_trailers(&mut self, host: &mut dyn Host) -> Action {
+        if let Response::Web(body) = &mut self.response {
+            if let Err(kind) = body.forward(Bytes::new(), true) {
+                self.fail_response(host, kind);
+            }
+        }
+        let upstream = host.headers(Map::ResponseTrailers);
+        if let Some(fields) = self.final_trailers(host, Some(upstream)) {
+            host.set_headers(Map::ResponseTrailers, &fields);
+        }
+        Action::Continue
+    }
+}
+
+impl WebBody {
+    /// Returns the bytes to forward (`None`: the chunk passes unchanged) and
+    /// keeps the trailer frame's fields for the end.
+    fn forward(&mut self, chunk: Bytes, end_of_stream: bool) -> Result<Option<Vec<u8>>, ErrorKind> {
+        let read = self.reader.read(chunk, end_of_stream)?;
+        if let Some((compressed, block)) = read.trailers {
+            self.frame_trailers = Some(self.read_trailers(compressed, &block)?);
+        }
+        Ok(read.forward)
+    }
+
+    fn read_trailers(&self, compressed: bool, block: &[u8]) -> Result<Metadata, ErrorKind> {
+        if !compressed {
+            return decode_trailer_block(block);
+        }
+        let mut plain = Vec::new();
+        let cap = u64::from(self.limit) + 1;
+        let read = match self.encoding.as_deref() {
+            Some(b"gzip") => GzDecoder::new(block).take(cap).read_to_end(&mut plain),
+            Some(b"deflate") => ZlibDecoder::new(block).take(cap).read_to_end(&mut plain),
+            _ => return Err(ErrorKind::UnsupportedTrailerCompression),
+        };
+        match read {
+            Err(_) => Err(ErrorKind::UnsupportedTrailerCompression),
+            Ok(n) if n as u64 >= cap => Err(ErrorKind::FrameTooLarge {
+                length: self.limit.saturating_add(1),
+                limit: self.limit,
+            }),
+            Ok(_) => decode_trailer_block(&plain),
+        }
+    }
+}
+
+/// Moves the gRPC metadata of a trailers-only reply out of the response
+/// headers; it becomes the trailers at the end of the body.
+fn move_metadata_out_of_headers(host: &mut dyn Host) -> Metadata {
+    let mut moved = Metadata::default();
+    for (name, value) in host.headers(Map::ResponseHeaders).0 {
+        let http_level = name.starts_with(':')
+            || name.starts_with("x-envoy-")
+            || HTTP_LEVEL_HEADERS.contains(&name.as_str());
+        if !http_level {
+            moved.0.push((name, value));
+        }
+    }
+    let mut removed: Vec<&str> = moved.iter().map(|(name, _)| name).collect();
+    removed.dedup();
+    for name in removed {
+        host.remove_header(Map::ResponseHeaders, name);
+    }
+    moved
+}

@@ -1,0 +1,85 @@
+//! The counters the filter keeps. Envoy shows them in its admin `/stats`
+//! under `wasmcustom.`, e.g. `wasmcustom.grpc_web_bridge.edge.converted`.
+
+use crate::codec::{Error, ErrorKind, Peer};
+use crate::config::Side;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Counter {
+    /// A request was converted (edge: gRPC → gRPC-web; origin: marked gRPC-web → gRPC).
+    Converted,
+    /// Origin: an unmarked browser gRPC-web request was converted (`serve_browsers`).
+    BrowserConverted,
+    /// A request was left untouched (not gRPC, or gRPC-web the side does not convert).
+    PassedThrough,
+    /// A protocol error, by who caused it and what it was.
+    Error(Peer, &'static str),
+}
+
+impl Counter {
+    pub fn error(error: &Error) -> Self {
+        Counter::Error(error.peer, slug(&error.kind))
+    }
+
+    /// The metric name, e.g. `grpc_web_bridge.origin.errors.client.invalid_base64`.
+    pub fn name(self, side: Side) -> String {
+        let side = match side {
+            Side::Edge => "edge",
+            Side::Origin => "origin",
+        };
+        let what = match self {
+            Counter::Converted => "converted",
+            Counter::BrowserConverted => "browser_converted",
+            Counter::PassedThrough => "passed_through",
+            Counter::Error(peer, kind) => {
+                let peer = match peer {
+                    Peer::Downstream => "downstream",
+                    Peer::Upstream => "upstream",
+                };
+                return format!("grpc_web_bridge.{side}.errors.{peer}.{kind}");
+            }
+        };
+        format!("grpc_web_bridge.{side}.{what}")
+    }
+}
+
+fn slug(kind: &ErrorKind) -> &'static str {
+    match kind {
+        ErrorKind::UnknownFrameFlag(_) => "unknown_frame_flag",
+        ErrorKind::FrameTooLarge { .. } => "frame_too_large",
+        ErrorKind::TruncatedFrame { .. } => "truncated_frame",
+        ErrorKind::DataAfterTrailers => "data_after_trailers",
+        ErrorKind::UnexpectedTrailerFrame => "unexpected_trailer_frame",
+        ErrorKind::InvalidBase64 { .. } | ErrorKind::TruncatedBase64 { .. } => "invalid_base64",
+        ErrorKind::MalformedTrailerLine { .. }
+        | ErrorKind::InvalidTrailerName { .. }
+        | ErrorKind::InvalidTrailerValue { .. }
+        | ErrorKind::PseudoHeaderInTrailers { .. } => "invalid_trailers",
+        ErrorKind::UnsupportedTrailerCompression => "unsupported_trailer_compression",
+        ErrorKind::MissingTrailers => "missing_trailers",
+        ErrorKind::MissingStatus => "missing_status",
+        ErrorKind::HttpStatus(_) => "http_status",
+        ErrorKind::NotGrpc => "not_grpc",
+        ErrorKind::InvalidMarker => "invalid_marker",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    #[cfg(target_arch = "wasm32")]
+    use wasm_bindgen_test::wasm_bindgen_test as test;
+
+    #[test]
+    fn names_say_side_peer_and_kind() {
+        assert_eq!(
+            Counter::Converted.name(Side::Edge),
+            "grpc_web_bridge.edge.converted"
+        );
+        let error = ErrorKind::InvalidBase64 { offset: 3 }.from(Peer::Downstream);
+        assert_eq!(
+            Counter::error(&error).name(Side::Origin),
+            "grpc_web_bridge.origin.errors.downstream.invalid_base64"
+        );
+    }
+}
