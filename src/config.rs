@@ -35,6 +35,17 @@ pub struct Config {
     /// Origin only: also convert unmarked gRPC-web from browsers.
     #[serde(default)]
     pub serve_browsers: bool,
+    /// Origin only: how long response headers may be held while the request
+    /// is open and idle (the client may be waiting for them), in ms.
+    #[serde(default = "default_header_hold_ms")]
+    pub header_hold_ms: u32,
+}
+
+/// Default for `header_hold_ms`.
+pub const DEFAULT_HEADER_HOLD_MS: u32 = 50;
+
+fn default_header_hold_ms() -> u32 {
+    DEFAULT_HEADER_HOLD_MS
 }
 
 fn default_marker_header() -> String {
@@ -96,6 +107,12 @@ impl Config {
                 self.max_frame_bytes
             ));
         }
+        if !(1..=60_000).contains(&self.header_hold_ms) {
+            return Err(format!(
+                "header_hold_ms: {} must be between 1 and 60000",
+                self.header_hold_ms
+            ));
+        }
         if self.serve_browsers && self.side == Side::Edge {
             return Err("serve_browsers: only applies to side \"origin\"".to_string());
         }
@@ -127,7 +144,7 @@ mod tests {
     fn every_field_is_read() {
         let json = format!(
             r#"{{"side":"origin","marker_header":"x-bridged","marker_secret":"{SECRET}",
-                "max_frame_bytes":1024,"serve_browsers":true}}"#
+                "max_frame_bytes":1024,"serve_browsers":true,"header_hold_ms":20}}"#
         );
         let config = Config::from_json(json.as_bytes()).unwrap();
         assert_eq!(
@@ -138,6 +155,7 @@ mod tests {
                 marker_secret: SECRET.into(),
                 max_frame_bytes: 1024,
                 serve_browsers: true,
+                header_hold_ms: 20,
             }
         );
     }

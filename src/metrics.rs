@@ -12,6 +12,9 @@ pub enum Counter {
     BrowserConverted,
     /// A request was left untouched (not gRPC, or gRPC-web the side does not convert).
     PassedThrough,
+    /// Origin: trailers came after headers released early and no message,
+    /// so they could not be framed and left as real trailers.
+    TrailersNotFramed,
     /// A protocol error, by who caused it and what it was.
     Error(Peer, &'static str),
 }
@@ -31,6 +34,7 @@ impl Counter {
             Counter::Converted => "converted",
             Counter::BrowserConverted => "browser_converted",
             Counter::PassedThrough => "passed_through",
+            Counter::TrailersNotFramed => "trailers_not_framed",
             Counter::Error(peer, kind) => {
                 let peer = match peer {
                     Peer::Downstream => "downstream",

@@ -29,6 +29,8 @@ pub struct FakeHost {
     pub reply: Option<Metadata>,
     pub counters: Vec<Counter>,
     release_queued: bool,
+    /// The header timer's delay, while armed.
+    pub header_timer: Option<u32>,
     released: bool,
     headers_held: bool,
     body_held: bool,
@@ -123,6 +125,14 @@ impl FakeHost {
             if self.in_trailers {
                 self.downstream_trailers = Some(self.response_trailers.clone());
             }
+        }
+    }
+
+    /// The header timer fires: held headers (and any held chunk) leave.
+    pub fn fire_header_timer(&mut self) {
+        if self.header_timer.take().is_some() {
+            self.released = true;
+            self.flush_response();
         }
     }
 
@@ -224,6 +234,14 @@ impl Host for FakeHost {
     fn release_later(&mut self) {
         assert!(!self.release_queued, "release queued twice");
         self.release_queued = true;
+    }
+
+    fn release_headers_after(&mut self, millis: u32) {
+        self.header_timer = Some(millis);
+    }
+
+    fn cancel_header_release(&mut self) {
+        self.header_timer = None;
     }
 
     fn take_released(&mut self) -> bool {

@@ -64,7 +64,12 @@ pub trait Host {
     fn send_reply(&mut self, headers: &Metadata);
     /// Asks for the held response to be resumed on the next event-loop pass.
     fn release_later(&mut self);
-    /// Whether the held response was resumed since the last callback.
+    /// Releases held response headers after `millis` unless cancelled
+    /// (re-arming moves the deadline).
+    fn release_headers_after(&mut self, millis: u32);
+    fn cancel_header_release(&mut self);
+    /// Whether the held response was resumed (by the queue or the header
+    /// timer) since the last callback.
     fn take_released(&mut self) -> bool;
     fn count(&mut self, counter: Counter);
 }

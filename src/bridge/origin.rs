@@ -10,12 +10,20 @@
 //! ```
 //!
 //! Envoy offers no body buffer to write the trailer frame into unless the
-//! last body callback paused (../docs/envoy-internals.md). So every chunk is
-//! held (`Pause`) and released on the next event-loop pass through the
-//! worker's shared queue ([`Host::release_later`]); when the trailers come,
-//! the frame is appended to the held chunk, or, if the chunk already left,
-//! appended and released once more. Response headers are held too, so that
-//! trailers with no body before them can still become a trailers-only reply.
+//! last body callback paused (docs/design.md). So every chunk is held
+//! (`Pause`) and released on the next event-loop pass through the worker's
+//! shared queue ([`Host::release_later`]); when the trailers come, the frame
+//! is appended to the held chunk, or, if the chunk already left, appended
+//! and released once more.
+//!
+//! Response headers are held too, so that trailers with no body before them
+//! can still become a trailers-only reply. Holding them has one danger: a
+//! client that waits for the response headers before it sends its first
+//! message, talking to a server that waits for that message, would wait
+//! forever. So while the request is still open and idle, the headers are
+//! released after `header_hold_ms` ([`Host::release_headers_after`]); only
+//! if trailers then follow with no message at all can they not be framed,
+//! and they leave as real trailers (counted as `trailers_not_framed`).
 
 use std::rc::Rc;
 
@@ -56,9 +64,33 @@ struct Stream {
     /// Bytes at the front of Envoy's body buffer that are already converted
     /// (a held chunk stays in the buffer and the next callback sees it again).
     converted: usize,
-    /// A chunk is held and its release is queued.
-    holding: bool,
-    body_seen: bool,
+    held: Held,
+}
+
+/// What of the response Envoy is holding for us.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Held {
+    /// The headers, and no body has come yet.
+    Headers,
+    /// Nothing: the headers left early (idle request), no body has come yet.
+    HeadersReleased,
+    /// A body chunk, whose release is queued.
+    Chunk,
+    /// Nothing: the last chunk was released.
+    Nothing,
+}
+
+impl Stream {
+    /// Notes a release by the queue or the header timer since the last callback.
+    fn note_release(&mut self, host: &mut dyn Host) {
+        if host.take_released() {
+            self.converted = 0;
+            self.held = match self.held {
+                Held::Headers | Held::HeadersReleased => Held::HeadersReleased,
+                Held::Chunk | Held::Nothing => Held::Nothing,
+            };
+        }
+    }
 }
 
 pub struct Origin {
@@ -141,6 +173,16 @@ impl StreamBridge for Origin {
                 if end_of_stream {
                     self.request = Request::Done;
                 }
+                if let Response::Streaming(stream) = &mut self.response {
+                    stream.note_release(host);
+                    if stream.held == Held::Headers {
+                        // A client that sends is not waiting for our headers.
+                        match end_of_stream {
+                            true => host.cancel_header_release(),
+                            false => host.release_headers_after(self.config.header_hold_ms),
+                        }
+                    }
+                }
                 Action::Continue
             }
             Err(kind) => {
@@ -185,10 +227,12 @@ impl StreamBridge for Origin {
             scanner: FrameScanner::new(self.config.max_frame_bytes),
             text: (reply == Protocol::GrpcWebText).then(Base64Encoder::new),
             converted: 0,
-            holding: false,
-            body_seen: false,
+            held: Held::Headers,
         });
         // Held until the first chunk or the trailers: see the module docs.
+        if matches!(self.request, Request::Converting(_)) {
+            host.release_headers_after(self.config.header_hold_ms);
+        }
         Action::Pause
     }
 
@@ -206,11 +250,10 @@ impl StreamBridge for Origin {
             }
             Response::PassThrough | Response::Waiting(_) => return Action::Continue,
         };
-        if host.take_released() {
-            stream.converted = 0;
-            stream.holding = false;
+        stream.note_release(host);
+        if stream.held == Held::Headers {
+            host.cancel_header_release();
         }
-        stream.body_seen = true;
         let fresh = host.body(Body::Response, stream.converted, size - stream.converted);
         let ending = match stream.convert(fresh) {
             Ok(converted) => {
@@ -233,8 +276,8 @@ impl StreamBridge for Origin {
             self.response = Response::Closed;
             return Action::Continue;
         }
-        if !stream.holding {
-            stream.holding = true;
+        if stream.held != Held::Chunk {
+            stream.held = Held::Chunk;
             host.release_later();
         }
         Action::Pause
@@ -249,20 +292,31 @@ impl StreamBridge for Origin {
             }
             Response::PassThrough | Response::Waiting(_) => return Action::Continue,
         };
-        if host.take_released() {
-            stream.converted = 0;
-            stream.holding = false;
+        stream.note_release(host);
+        match stream.held {
+            Held::Headers => {
+                // Headers + trailers with no body become trailers-only.
+                host.cancel_header_release();
+                for (name, value) in host.headers(Map::ResponseTrailers).iter() {
+                    host.add_header(Map::ResponseHeaders, name, value);
+                }
+                host.set_headers(Map::ResponseTrailers, &Metadata::default());
+                self.response = Response::Closed;
+                return Action::Continue;
+            }
+            Held::HeadersReleased => {
+                // No body buffer exists to hold a frame: see the module docs.
+                log::warn!(
+                    "grpc-web-bridge: trailers after early headers and no message leave as real trailers"
+                );
+                host.count(Counter::TrailersNotFramed);
+                self.response = Response::Closed;
+                return Action::Continue;
+            }
+            Held::Chunk | Held::Nothing => {}
         }
         let trailers = host.headers(Map::ResponseTrailers);
         host.set_headers(Map::ResponseTrailers, &Metadata::default());
-        if !stream.body_seen {
-            // Headers are still held: headers + trailers become trailers-only.
-            for (name, value) in trailers.iter() {
-                host.add_header(Map::ResponseHeaders, name, value);
-            }
-            self.response = Response::Closed;
-            return Action::Continue;
-        }
         let fields = match stream.scanner.finish() {
             Ok(()) => trailers,
             Err(kind) => {
@@ -273,9 +327,9 @@ impl StreamBridge for Origin {
         };
         let frame = stream.trailer_frame(&fields);
         host.append_body(Body::Response, &frame);
-        let held = stream.holding;
+        let held = stream.held;
         self.response = Response::Closed;
-        if held {
+        if held == Held::Chunk {
             // The frame joins the held chunk, which leaves with this Continue.
             Action::Continue
         } else {

@@ -26,6 +26,7 @@ fn config(side: Side, serve_browsers: bool) -> Rc<Config> {
         marker_secret: SECRET.into(),
         max_frame_bytes: 1024,
         serve_browsers,
+        header_hold_ms: 50,
     })
 }
 
@@ -799,5 +800,74 @@ mod origin {
             Action::Continue
         );
         assert!(!host.release_queued());
+    }
+
+    #[test]
+    fn open_idle_request_gets_the_headers_after_the_hold_time() {
+        // A client that waits for headers before sending must not deadlock.
+        let (mut origin, mut host) = marked();
+        assert_eq!(
+            host.send_response_headers(&mut origin, NATIVE_RESPONSE, false),
+            Action::Pause
+        );
+        assert_eq!(host.header_timer, Some(50));
+        host.fire_header_timer();
+        assert!(host.downstream_headers.is_some());
+        // Messages still stream and the trailer frame still follows them.
+        host.send_response_body(&mut origin, &message(b"pong"), false);
+        host.run_queue();
+        host.send_response_trailers(&mut origin, &[("grpc-status", "0")]);
+        host.run_queue();
+        assert_eq!(
+            host.downstream_body,
+            [message(b"pong"), trailer_frame(b"grpc-status:0\r\n", false)].concat()
+        );
+    }
+
+    #[test]
+    fn request_data_rearms_and_request_end_cancels_the_header_timer() {
+        let (mut origin, mut host) = marked();
+        host.send_response_headers(&mut origin, NATIVE_RESPONSE, false);
+        host.header_timer = None;
+        host.send_request_body(&mut origin, &message(b"ping"), false);
+        assert_eq!(
+            host.header_timer,
+            Some(50),
+            "a sending client re-arms the timer"
+        );
+        host.send_request_body(&mut origin, b"", true);
+        assert_eq!(
+            host.header_timer, None,
+            "a finished request cannot be waiting on us"
+        );
+    }
+
+    #[test]
+    fn no_header_timer_when_the_request_already_ended() {
+        let (mut origin, mut host) = marked();
+        host.send_request_body(&mut origin, &message(b"req"), true);
+        host.send_response_headers(&mut origin, NATIVE_RESPONSE, false);
+        assert_eq!(host.header_timer, None);
+        host.send_response_trailers(&mut origin, &[("grpc-status", "7")]);
+        assert_eq!(
+            host.downstream_headers.unwrap().get("grpc-status"),
+            Some(&b"7"[..])
+        );
+    }
+
+    #[test]
+    fn trailers_after_early_headers_and_no_body_leave_as_real_trailers() {
+        let (mut origin, mut host) = marked();
+        host.send_response_headers(&mut origin, NATIVE_RESPONSE, false);
+        host.fire_header_timer();
+        assert_eq!(
+            host.send_response_trailers(&mut origin, &[("grpc-status", "9")]),
+            Action::Continue
+        );
+        assert_eq!(
+            host.downstream_trailers,
+            Some(metadata(&[("grpc-status", "9")]))
+        );
+        assert!(host.counters.contains(&Counter::TrailersNotFramed));
     }
 }

@@ -1,0 +1,582 @@
+//! The proxy-wasm adapter: the only code that talks to Envoy. It turns
+//! callbacks into [`StreamBridge`] calls and implements [`Host`] with raw
+//! hostcalls, because the SDK's wrappers panic on any non-OK status and a
+//! panic traps the whole VM (every later request on the worker would fail).
+
+use std::cell::{Cell, RefCell};
+use std::collections::{HashMap, HashSet};
+use std::rc::Rc;
+
+use bytes::Bytes;
+use proxy_wasm::traits::{Context, HttpContext, RootContext};
+use proxy_wasm::types::{Action as WasmAction, ContextType, LogLevel};
+
+use crate::abi::{deserialize_map, serialize_map};
+use crate::bridge::edge::Edge;
+use crate::bridge::origin::Origin;
+use crate::bridge::{Action, Body, Host, Map, StreamBridge};
+use crate::codec::Metadata;
+use crate::config::{Config, Side};
+use crate::metrics::Counter;
+
+proxy_wasm::main! {{
+    proxy_wasm::set_log_level(LogLevel::Info);
+    std::panic::set_hook(Box::new(|info| log::error!("grpc-web-bridge: panic: {info}")));
+    proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(Root::default()) });
+}}
+
+thread_local! {
+    /// This worker's release queue (each worker runs its own VM).
+    static QUEUE: Cell<Option<u32>> = const { Cell::new(None) };
+    /// Streams resumed by the queue or the header timer since their last callback.
+    static RELEASED: RefCell<HashSet<u32>> = RefCell::new(HashSet::new());
+    /// Header-release deadlines (ms since the epoch), by stream.
+    static TIMERS: RefCell<HashMap<u32, u64>> = RefCell::new(HashMap::new());
+    static METRICS: RefCell<HashMap<String, u32>> = RefCell::new(HashMap::new());
+}
+
+#[derive(Default)]
+struct Root {
+    config: Option<Rc<Config>>,
+}
+
+impl Context for Root {}
+
+impl RootContext for Root {
+    fn on_configure(&mut self, _size: usize) -> bool {
+        let json =
+            raw::get_buffer(raw::BUFFER_PLUGIN_CONFIGURATION, 0, usize::MAX).unwrap_or_default();
+        let config = match Config::from_json(&json) {
+            Ok(config) => config,
+            Err(error) => {
+                log::error!("grpc-web-bridge: {error}");
+                return false;
+            }
+        };
+        if config.side == Side::Origin {
+            // One fixed name would be taken over by the last worker to
+            // register it, and the other workers' streams never released.
+            let name = format!("grpc-web-bridge/release/{}", raw::next_worker_number());
+            match raw::register_shared_queue(&name) {
+                Some(id) => QUEUE.with(|queue| queue.set(Some(id))),
+                None => {
+                    log::error!("grpc-web-bridge: cannot register the release queue {name}");
+                    return false;
+                }
+            }
+        }
+        log::info!("grpc-web-bridge: configured as {:?}", config.side);
+        self.config = Some(Rc::new(config));
+        true
+    }
+
+    fn on_queue_ready(&mut self, queue_id: u32) {
+        while let Some(item) = raw::dequeue_shared_queue(queue_id) {
+            let Ok(id) = <[u8; 4]>::try_from(item.as_slice()).map(u32::from_le_bytes) else {
+                continue;
+            };
+            release(id);
+        }
+    }
+
+    fn on_tick(&mut self) {
+        let now = raw::now_millis();
+        let due: Vec<u32> = TIMERS.with(|timers| {
+            let mut timers = timers.borrow_mut();
+            let due = timers
+                .iter()
+                .filter(|(_, deadline)| **deadline <= now)
+                .map(|(id, _)| *id)
+                .collect();
+            timers.retain(|_, deadline| *deadline > now);
+            if timers.is_empty() {
+                raw::set_tick_period(0);
+            }
+            due
+        });
+        for id in due {
+            release(id);
+        }
+    }
+
+    fn create_http_context(&self, context_id: u32) -> Option<Box<dyn HttpContext>> {
+        let config = self.config.clone()?;
+        let bridge: Box<dyn StreamBridge> = match config.side {
+            Side::Edge => Box::new(Edge::new(config.clone())),
+            Side::Origin => Box::new(Origin::new(config.clone())),
+        };
+        Some(Box::new(Stream {
+            host: EnvoyHost {
+                id: context_id,
+                side: config.side,
+            },
+            bridge,
+        }))
+    }
+
+    fn get_type(&self) -> Option<ContextType> {
+        Some(ContextType::HttpContext)
+    }
+}
+
+/// Resumes a held response; a stream the client cancelled meanwhile is gone
+/// and skipped.
+fn release(id: u32) {
+    if raw::set_effective_context(id) {
+        RELEASED.with(|released| released.borrow_mut().insert(id));
+        raw::resume_http_response();
+    }
+}
+
+/// How often the header timers are checked while any is armed.
+const TICK_MS: u32 = 10;
+
+struct Stream {
+    host: EnvoyHost,
+    bridge: Box<dyn StreamBridge>,
+}
+
+fn to_wasm(action: Action) -> WasmAction {
+    match action {
+        Action::Continue => WasmAction::Continue,
+        Action::Pause => WasmAction::Pause,
+    }
+}
+
+impl Context for Stream {
+    fn on_done(&mut self) -> bool {
+        RELEASED.with(|released| released.borrow_mut().remove(&self.host.id));
+        TIMERS.with(|timers| timers.borrow_mut().remove(&self.host.id));
+        true
+    }
+}
+
+impl HttpContext for Stream {
+    fn on_http_request_headers(&mut self, _: usize, end_of_stream: bool) -> WasmAction {
+        to_wasm(
+            self.bridge
+                .on_request_headers(&mut self.host, end_of_stream),
+        )
+    }
+
+    fn on_http_request_body(&mut self, size: usize, end_of_stream: bool) -> WasmAction {
+        to_wasm(
+            self.bridge
+                .on_request_body(&mut self.host, size, end_of_stream),
+        )
+    }
+
+    fn on_http_response_headers(&mut self, _: usize, end_of_stream: bool) -> WasmAction {
+        to_wasm(
+            self.bridge
+                .on_response_headers(&mut self.host, end_of_stream),
+        )
+    }
+
+    fn on_http_response_body(&mut self, size: usize, end_of_stream: bool) -> WasmAction {
+        to_wasm(
+            self.bridge
+                .on_response_body(&mut self.host, size, end_of_stream),
+        )
+    }
+
+    fn on_http_response_trailers(&mut self, _: usize) -> WasmAction {
+        to_wasm(self.bridge.on_response_trailers(&mut self.host))
+    }
+}
+
+struct EnvoyHost {
+    id: u32,
+    side: Side,
+}
+
+fn map_type(map: Map) -> u32 {
+    match map {
+        Map::RequestHeaders => 0,
+        Map::ResponseHeaders => 2,
+        Map::ResponseTrailers => 3,
+    }
+}
+
+fn buffer_type(body: Body) -> u32 {
+    match body {
+        Body::Request => 0,
+        Body::Response => 1,
+    }
+}
+
+impl Host for EnvoyHost {
+    fn header(&self, map: Map, name: &str) -> Option<Vec<u8>> {
+        raw::get_header(map_type(map), name)
+    }
+
+    fn headers(&self, map: Map) -> Metadata {
+        raw::get_headers(map_type(map))
+    }
+
+    fn set_header(&mut self, map: Map, name: &str, value: &[u8]) {
+        raw::check(
+            "replace header",
+            raw::replace_header(map_type(map), name, value),
+        );
+    }
+
+    fn add_header(&mut self, map: Map, name: &str, value: &[u8]) {
+        raw::check("add header", raw::add_header(map_type(map), name, value));
+    }
+
+    fn remove_header(&mut self, map: Map, name: &str) {
+        raw::check("remove header", raw::remove_header(map_type(map), name));
+    }
+
+    fn set_headers(&mut self, map: Map, fields: &Metadata) {
+        raw::check(
+            "set headers",
+            raw::set_headers(map_type(map), &serialize_map(fields)),
+        );
+    }
+
+    fn body(&self, body: Body, start: usize, len: usize) -> Bytes {
+        if len == 0 {
+            return Bytes::new();
+        }
+        Bytes::from(raw::get_buffer(buffer_type(body), start, len).unwrap_or_default())
+    }
+
+    fn replace_body(&mut self, body: Body, len: usize, with: &[u8]) {
+        raw::check(
+            "replace body",
+            raw::set_buffer(buffer_type(body), 0, len, with),
+        );
+    }
+
+    fn append_body(&mut self, body: Body, data: &[u8]) {
+        // A start past the end appends (Envoy's Buffer::copyFrom).
+        let end = u32::MAX as usize;
+        raw::check(
+            "append body",
+            raw::set_buffer(buffer_type(body), end, 0, data),
+        );
+    }
+
+    fn send_reply(&mut self, headers: &Metadata) {
+        raw::check(
+            "local reply",
+            raw::send_local_response(200, "grpc_web_bridge", &serialize_map(headers)),
+        );
+    }
+
+    fn release_later(&mut self) {
+        match QUEUE.with(Cell::get) {
+            Some(queue) => raw::check(
+                "enqueue",
+                raw::enqueue_shared_queue(queue, &self.id.to_le_bytes()),
+            ),
+            None => log::error!("grpc-web-bridge: no release queue on this worker"),
+        }
+    }
+
+    fn release_headers_after(&mut self, millis: u32) {
+        let deadline = raw::now_millis() + u64::from(millis);
+        let first = TIMERS.with(|timers| {
+            let mut timers = timers.borrow_mut();
+            timers.insert(self.id, deadline);
+            timers.len() == 1
+        });
+        if first {
+            raw::set_tick_period(TICK_MS);
+        }
+    }
+
+    fn cancel_header_release(&mut self) {
+        TIMERS.with(|timers| timers.borrow_mut().remove(&self.id));
+    }
+
+    fn take_released(&mut self) -> bool {
+        RELEASED.with(|released| released.borrow_mut().remove(&self.id))
+    }
+
+    fn count(&mut self, counter: Counter) {
+        let name = counter.name(self.side);
+        let id = METRICS.with(|metrics| {
+            let mut metrics = metrics.borrow_mut();
+            if let Some(id) = metrics.get(&name) {
+                return Some(*id);
+            }
+            let id = raw::define_counter(&name)?;
+            metrics.insert(name, id);
+            Some(id)
+        });
+        if let Some(id) = id {
+            raw::check("increment metric", raw::increment_metric(id));
+        }
+    }
+}
+
+/// Hostcalls that report failure as a status instead of panicking.
+mod raw {
+    use std::ptr::null_mut;
+
+    use super::{Metadata, deserialize_map};
+
+    pub const BUFFER_PLUGIN_CONFIGURATION: u32 = 7;
+    const STREAM_HTTP_RESPONSE: u32 = 1;
+    const METRIC_COUNTER: u32 = 0;
+    const OK: u32 = 0;
+    const CAS_MISMATCH: u32 = 8;
+
+    #[link(wasm_import_module = "env")]
+    unsafe extern "C" {
+        fn proxy_get_header_map_value(
+            map: u32,
+            key: *const u8,
+            key_len: usize,
+            value: *mut *mut u8,
+            value_len: *mut usize,
+        ) -> u32;
+        fn proxy_get_header_map_pairs(map: u32, data: *mut *mut u8, len: *mut usize) -> u32;
+        fn proxy_set_header_map_pairs(map: u32, data: *const u8, len: usize) -> u32;
+        fn proxy_replace_header_map_value(
+            map: u32,
+            key: *const u8,
+            key_len: usize,
+            value: *const u8,
+            value_len: usize,
+        ) -> u32;
+        fn proxy_add_header_map_value(
+            map: u32,
+            key: *const u8,
+            key_len: usize,
+            value: *const u8,
+            value_len: usize,
+        ) -> u32;
+        fn proxy_remove_header_map_value(map: u32, key: *const u8, key_len: usize) -> u32;
+        fn proxy_get_buffer_bytes(
+            buffer: u32,
+            start: usize,
+            max: usize,
+            data: *mut *mut u8,
+            len: *mut usize,
+        ) -> u32;
+        fn proxy_set_buffer_bytes(
+            buffer: u32,
+            start: usize,
+            size: usize,
+            data: *const u8,
+            len: usize,
+        ) -> u32;
+        fn proxy_send_local_response(
+            status: u32,
+            details: *const u8,
+            details_len: usize,
+            body: *const u8,
+            body_len: usize,
+            headers: *const u8,
+            headers_len: usize,
+            grpc_status: i32,
+        ) -> u32;
+        fn proxy_register_shared_queue(name: *const u8, name_len: usize, id: *mut u32) -> u32;
+        fn proxy_enqueue_shared_queue(id: u32, data: *const u8, len: usize) -> u32;
+        fn proxy_dequeue_shared_queue(id: u32, data: *mut *mut u8, len: *mut usize) -> u32;
+        fn proxy_get_shared_data(
+            key: *const u8,
+            key_len: usize,
+            value: *mut *mut u8,
+            value_len: *mut usize,
+            cas: *mut u32,
+        ) -> u32;
+        fn proxy_set_shared_data(
+            key: *const u8,
+            key_len: usize,
+            value: *const u8,
+            value_len: usize,
+            cas: u32,
+        ) -> u32;
+        fn proxy_set_effective_context(id: u32) -> u32;
+        fn proxy_continue_stream(stream: u32) -> u32;
+        fn proxy_define_metric(kind: u32, name: *const u8, name_len: usize, id: *mut u32) -> u32;
+        fn proxy_increment_metric(id: u32, offset: i64) -> u32;
+        fn proxy_get_current_time_nanoseconds(time: *mut u64) -> u32;
+        fn proxy_set_tick_period_milliseconds(period: u32) -> u32;
+    }
+
+    pub fn now_millis() -> u64 {
+        let mut nanos = 0;
+        // SAFETY: a pointer to a live local.
+        unsafe { proxy_get_current_time_nanoseconds(&mut nanos) };
+        nanos / 1_000_000
+    }
+
+    /// Sets the root context's tick period; 0 stops the ticks.
+    pub fn set_tick_period(millis: u32) {
+        // SAFETY: no pointers.
+        check("set tick period", unsafe {
+            proxy_set_tick_period_milliseconds(millis)
+        });
+    }
+
+    /// Logs a failed hostcall; the stream carries on.
+    pub fn check(what: &str, status: u32) {
+        if status != OK {
+            log::debug!("grpc-web-bridge: {what} returned status {status}");
+        }
+    }
+
+    /// Takes ownership of memory the host allocated through the SDK's
+    /// `proxy_on_memory_allocate`.
+    fn owned(status: u32, data: *mut u8, len: usize) -> Option<Vec<u8>> {
+        if status != OK || data.is_null() {
+            return None;
+        }
+        // SAFETY: the host wrote `len` bytes into an allocation of exactly
+        // `len` bytes made by this module's allocator, and hands it over.
+        Some(unsafe { Vec::from_raw_parts(data, len, len) })
+    }
+
+    pub fn get_header(map: u32, name: &str) -> Option<Vec<u8>> {
+        let (mut data, mut len) = (null_mut(), 0);
+        // SAFETY: pointers to live locals and a live &str.
+        let status = unsafe {
+            proxy_get_header_map_value(map, name.as_ptr(), name.len(), &mut data, &mut len)
+        };
+        owned(status, data, len)
+    }
+
+    pub fn get_headers(map: u32) -> Metadata {
+        let (mut data, mut len) = (null_mut(), 0);
+        // SAFETY: pointers to live locals.
+        let status = unsafe { proxy_get_header_map_pairs(map, &mut data, &mut len) };
+        owned(status, data, len)
+            .and_then(|bytes| deserialize_map(&bytes))
+            .unwrap_or_default()
+    }
+
+    pub fn set_headers(map: u32, serialized: &[u8]) -> u32 {
+        // SAFETY: a live slice.
+        unsafe { proxy_set_header_map_pairs(map, serialized.as_ptr(), serialized.len()) }
+    }
+
+    pub fn replace_header(map: u32, name: &str, value: &[u8]) -> u32 {
+        // SAFETY: live slices.
+        unsafe {
+            proxy_replace_header_map_value(
+                map,
+                name.as_ptr(),
+                name.len(),
+                value.as_ptr(),
+                value.len(),
+            )
+        }
+    }
+
+    pub fn add_header(map: u32, name: &str, value: &[u8]) -> u32 {
+        // SAFETY: live slices.
+        unsafe {
+            proxy_add_header_map_value(map, name.as_ptr(), name.len(), value.as_ptr(), value.len())
+        }
+    }
+
+    pub fn remove_header(map: u32, name: &str) -> u32 {
+        // SAFETY: a live &str.
+        unsafe { proxy_remove_header_map_value(map, name.as_ptr(), name.len()) }
+    }
+
+    pub fn get_buffer(buffer: u32, start: usize, max: usize) -> Option<Vec<u8>> {
+        let (mut data, mut len) = (null_mut(), 0);
+        // SAFETY: pointers to live locals.
+        let status = unsafe { proxy_get_buffer_bytes(buffer, start, max, &mut data, &mut len) };
+        owned(status, data, len)
+    }
+
+    pub fn set_buffer(buffer: u32, start: usize, size: usize, data: &[u8]) -> u32 {
+        // SAFETY: a live slice.
+        unsafe { proxy_set_buffer_bytes(buffer, start, size, data.as_ptr(), data.len()) }
+    }
+
+    pub fn send_local_response(status: u32, details: &str, headers: &[u8]) -> u32 {
+        // SAFETY: live slices; a null body with length 0 means no body.
+        unsafe {
+            proxy_send_local_response(
+                status,
+                details.as_ptr(),
+                details.len(),
+                std::ptr::null(),
+                0,
+                headers.as_ptr(),
+                headers.len(),
+                -1,
+            )
+        }
+    }
+
+    pub fn register_shared_queue(name: &str) -> Option<u32> {
+        let mut id = 0;
+        // SAFETY: a live &str and local.
+        let status = unsafe { proxy_register_shared_queue(name.as_ptr(), name.len(), &mut id) };
+        (status == OK).then_some(id)
+    }
+
+    pub fn enqueue_shared_queue(queue: u32, item: &[u8]) -> u32 {
+        // SAFETY: a live slice.
+        unsafe { proxy_enqueue_shared_queue(queue, item.as_ptr(), item.len()) }
+    }
+
+    pub fn dequeue_shared_queue(queue: u32) -> Option<Vec<u8>> {
+        let (mut data, mut len) = (null_mut(), 0);
+        // SAFETY: pointers to live locals.
+        let status = unsafe { proxy_dequeue_shared_queue(queue, &mut data, &mut len) };
+        if status == OK && data.is_null() {
+            return Some(Vec::new());
+        }
+        owned(status, data, len)
+    }
+
+    /// A number no other worker of this VM got: a shared-data counter
+    /// advanced with compare-and-swap.
+    pub fn next_worker_number() -> u64 {
+        const KEY: &str = "grpc-web-bridge/next-worker";
+        loop {
+            let (mut data, mut len, mut cas) = (null_mut(), 0, 0);
+            // SAFETY: pointers to live locals.
+            let status = unsafe {
+                proxy_get_shared_data(KEY.as_ptr(), KEY.len(), &mut data, &mut len, &mut cas)
+            };
+            let current = owned(status, data, len)
+                .and_then(|bytes| <[u8; 8]>::try_from(bytes.as_slice()).ok())
+                .map_or(0, u64::from_le_bytes);
+            let next = (current + 1).to_le_bytes();
+            // SAFETY: live slices.
+            let status = unsafe {
+                proxy_set_shared_data(KEY.as_ptr(), KEY.len(), next.as_ptr(), next.len(), cas)
+            };
+            if status != CAS_MISMATCH {
+                return current;
+            }
+        }
+    }
+
+    pub fn set_effective_context(id: u32) -> bool {
+        // SAFETY: no pointers.
+        unsafe { proxy_set_effective_context(id) == OK }
+    }
+
+    pub fn resume_http_response() {
+        // SAFETY: no pointers.
+        check("resume response", unsafe {
+            proxy_continue_stream(STREAM_HTTP_RESPONSE)
+        });
+    }
+
+    pub fn define_counter(name: &str) -> Option<u32> {
+        let mut id = 0;
+        // SAFETY: a live &str and local.
+        let status =
+            unsafe { proxy_define_metric(METRIC_COUNTER, name.as_ptr(), name.len(), &mut id) };
+        (status == OK).then_some(id)
+    }
+
+    pub fn increment_metric(id: u32) -> u32 {
+        // SAFETY: no pointers.
+        unsafe { proxy_increment_metric(id, 1) }
+    }
+}

@@ -1,0 +1,56 @@
+//! `make demo`: starts the local topology (native gRPC client → edge Envoy
+//! → nginx, HTTP/1.1 → origin Envoy → interop server), runs every interop
+//! case through it, prints a table, and stops everything.
+
+use std::time::Instant;
+
+use anyhow::Result;
+use bridge_peers::interop_client::CASES;
+use bridge_peers::topology::{Hop, Topology, Upstream};
+
+fn main() -> Result<()> {
+    let hop = match std::env::args().nth(1).as_deref() {
+        None | Some("nginx") => Hop::Nginx,
+        Some("http1") => Hop::DirectHttp1,
+        Some("http2") => Hop::DirectHttp2,
+        Some(other) => anyhow::bail!("unknown hop {other:?}: use nginx, http1 or http2"),
+    };
+    let runtime = tokio::runtime::Runtime::new()?;
+    let listener = runtime.block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))?;
+    let server = listener.local_addr()?;
+    runtime.spawn(bridge_peers::interop_server::serve(listener));
+    let topology = Topology::start(hop, Upstream::Server(server))?;
+    println!(
+        "topology: client → edge {} → {hop:?} → origin {} → server {server}",
+        topology.edge,
+        topology.origin.map_or("-".into(), |o| o.to_string())
+    );
+    println!();
+    println!("{:<32} {:<6} {:>10}", "case", "result", "time");
+    println!("{:-<32} {:-<6} {:->10}", "", "", "");
+    let target = format!("http://{}", topology.edge);
+    let mut failed = 0;
+    for case in CASES {
+        let started = Instant::now();
+        let result = runtime.block_on((case.run)(target.clone()));
+        let elapsed = started.elapsed();
+        let verdict = if result.is_ok() { "pass" } else { "FAIL" };
+        println!(
+            "{:<32} {:<6} {:>8.1}ms",
+            case.name,
+            verdict,
+            elapsed.as_secs_f64() * 1000.0
+        );
+        if let Err(error) = result {
+            failed += 1;
+            println!("    {error:#}");
+        }
+    }
+    println!();
+    println!("{} passed, {} failed", CASES.len() - failed, failed);
+    if failed > 0 {
+        eprintln!("{}", topology.logs());
+        std::process::exit(1);
+    }
+    Ok(())
+}

@@ -1,0 +1,358 @@
+//! Runs the edge → hop → origin topology as local processes on 127.0.0.1,
+//! from the very files in `envoy/` that docker-compose uses: every
+//! `socket_address` and nginx address is moved to loopback and each of the
+//! files' fixed ports is mapped to a free ephemeral one.
+
+use std::collections::HashMap;
+use std::io::Read;
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, Result, bail};
+use serde_json::Value;
+
+/// The fixed ports of `envoy/*.yaml` and `envoy/nginx.conf`.
+pub mod ports {
+    pub const EDGE: u16 = 8080;
+    pub const HOP: u16 = 8081;
+    pub const ORIGIN: u16 = 8082;
+    pub const EDGE_ADMIN: u16 = 9901;
+    pub const ORIGIN_ADMIN: u16 = 9902;
+    pub const SERVER: u16 = 50051;
+}
+
+/// How the edge reaches the origin.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Hop {
+    /// Through nginx over HTTP/1.1: trailers are dropped on the way.
+    Nginx,
+    /// Edge straight to origin over HTTP/1.1.
+    DirectHttp1,
+    /// Edge straight to origin over HTTP/2.
+    DirectHttp2,
+}
+
+/// Where the last hop goes.
+#[derive(Debug, Clone, Copy)]
+pub enum Upstream {
+    /// The origin's upstream is this native gRPC server (HTTP/2).
+    Server(SocketAddr),
+    /// No origin at all: the edge's upstream is this gRPC-web (HTTP/1.1) server.
+    EdgeOnly(SocketAddr),
+}
+
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .canonicalize()
+        .unwrap_or_default()
+}
+
+fn envoy_binary() -> PathBuf {
+    std::env::var_os("ENVOY_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo_root().join(".tools/bin/envoy"))
+}
+
+pub fn wasm_module() -> PathBuf {
+    repo_root().join("dist/grpc_web_bridge.wasm")
+}
+
+/// A port no one listens on right now.
+pub fn free_port() -> Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+/// A running topology; dropping it stops every process it started.
+pub struct Topology {
+    pub edge: SocketAddr,
+    pub origin: Option<SocketAddr>,
+    pub edge_admin: SocketAddr,
+    pub origin_admin: Option<SocketAddr>,
+    pub dir: PathBuf,
+    children: Vec<(String, Child)>,
+}
+
+/// Moves every socket address to loopback and maps its port.
+fn localize(value: &mut Value, ports: &HashMap<u16, u16>) -> Result<()> {
+    match value {
+        Value::Object(map) => {
+            if let Some(Value::Object(socket)) = map.get_mut("socket_address") {
+                let port = socket
+                    .get("port_value")
+                    .and_then(Value::as_u64)
+                    .context("socket_address without port")?;
+                let mapped = ports
+                    .get(&(port as u16))
+                    .with_context(|| format!("no mapping for port {port}"))?;
+                socket.insert("address".into(), "127.0.0.1".into());
+                socket.insert("port_value".into(), (*mapped).into());
+            }
+            for child in map.values_mut() {
+                localize(child, ports)?;
+            }
+        }
+        Value::Array(items) => {
+            for item in items {
+                localize(item, ports)?;
+            }
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+fn load_yaml(name: &str) -> Result<Value> {
+    let path = repo_root().join("envoy").join(name);
+    let text =
+        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    Ok(serde_yaml::from_str(&text)?)
+}
+
+/// Reads an Envoy config from `envoy/`, localized, with the module's path.
+pub fn local_envoy_config(name: &str, ports: &HashMap<u16, u16>) -> Result<Value> {
+    let mut config = load_yaml(name)?;
+    localize(&mut config, ports)?;
+    let wasm = wasm_module();
+    let text = serde_json::to_string(&config)?
+        .replace("/etc/envoy/grpc_web_bridge.wasm", &wasm.to_string_lossy());
+    Ok(serde_json::from_str(&text)?)
+}
+
+/// Makes the edge's `hop` cluster speak HTTP/2 (prior knowledge).
+fn use_http2_to_hop(config: &mut Value) -> Result<()> {
+    let clusters = config
+        .pointer_mut("/static_resources/clusters")
+        .and_then(Value::as_array_mut)
+        .context("no clusters")?;
+    let hop = clusters
+        .iter_mut()
+        .find(|c| c["name"] == "hop")
+        .context("no hop cluster")?;
+    hop["typed_extension_protocol_options"] = serde_json::json!({
+        "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+            "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+            "explicit_http_config": { "http2_protocol_options": {} }
+        }
+    });
+    Ok(())
+}
+
+fn local_nginx_config(ports: &HashMap<u16, u16>) -> Result<String> {
+    let text = std::fs::read_to_string(repo_root().join("envoy/nginx.conf"))?;
+    let listen = format!("listen {};", ports::HOP);
+    let upstream = format!("server origin:{};", ports::ORIGIN);
+    if !text.contains(&listen) || !text.contains(&upstream) {
+        bail!("envoy/nginx.conf no longer has `{listen}` and `{upstream}`");
+    }
+    Ok(text
+        .replace(
+            &listen,
+            &format!("listen 127.0.0.1:{};", ports[&ports::HOP]),
+        )
+        .replace(
+            &upstream,
+            &format!("server 127.0.0.1:{};", ports[&ports::ORIGIN]),
+        ))
+}
+
+/// Starts a child that dies with this process, whatever way it ends.
+fn spawn(command: &mut Command, log: &Path) -> Result<Child> {
+    let log = std::fs::File::create(log)?;
+    command
+        .stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log);
+    // SAFETY: prctl is async-signal-safe; it only asks the kernel to kill
+    // the child when the thread that spawned it exits.
+    unsafe {
+        command.pre_exec(|| {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            Ok(())
+        });
+    }
+    Ok(command.spawn()?)
+}
+
+fn wait_for<F: FnMut() -> bool>(what: &str, mut ready: F) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        if ready() {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    bail!("{what} did not become ready in 30 s")
+}
+
+/// Whether Envoy's admin `/ready` answers 200.
+fn envoy_ready(admin: SocketAddr) -> bool {
+    http_get(admin, "/ready").is_ok_and(|(status, _)| status == 200)
+}
+
+/// A minimal HTTP/1.1 GET (admin endpoints only; Envoy refuses HTTP/1.0).
+pub fn http_get(address: SocketAddr, path: &str) -> Result<(u16, String)> {
+    use std::io::Write;
+    let mut stream = TcpStream::connect_timeout(&address, Duration::from_secs(2))?;
+    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response)?;
+    let status = response
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .context("bad response")?;
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    Ok((status, body))
+}
+
+impl Topology {
+    /// Starts Envoys (2 workers each) and, for [`Hop::Nginx`], nginx.
+    pub fn start(hop: Hop, upstream: Upstream) -> Result<Topology> {
+        let dir = std::env::temp_dir().join(format!(
+            "grpc-web-bridge-{}-{}",
+            std::process::id(),
+            free_port()?
+        ));
+        std::fs::create_dir_all(dir.join("nginx/tmp"))?;
+        if !wasm_module().exists() {
+            bail!("{} is missing: run `make build`", wasm_module().display());
+        }
+        let mut ports = HashMap::new();
+        for port in [
+            ports::EDGE,
+            ports::HOP,
+            ports::ORIGIN,
+            ports::EDGE_ADMIN,
+            ports::ORIGIN_ADMIN,
+        ] {
+            ports.insert(port, free_port()?);
+        }
+        match upstream {
+            Upstream::Server(server) => {
+                ports.insert(ports::SERVER, server.port());
+                if hop != Hop::Nginx {
+                    ports.insert(ports::HOP, ports[&ports::ORIGIN]);
+                }
+            }
+            Upstream::EdgeOnly(web_server) => {
+                ports.insert(ports::HOP, web_server.port());
+            }
+        }
+        let local = |port: u16| SocketAddr::from(([127, 0, 0, 1], ports[&port]));
+        let mut topology = Topology {
+            edge: local(ports::EDGE),
+            origin: None,
+            edge_admin: local(ports::EDGE_ADMIN),
+            origin_admin: None,
+            dir: dir.clone(),
+            children: Vec::new(),
+        };
+        if let Upstream::Server(_) = upstream {
+            let origin = local_envoy_config("origin.yaml", &ports)?;
+            topology.start_envoy("origin", &origin)?;
+            topology.origin = Some(local(ports::ORIGIN));
+            topology.origin_admin = Some(local(ports::ORIGIN_ADMIN));
+            if hop == Hop::Nginx {
+                std::fs::write(dir.join("nginx/nginx.conf"), local_nginx_config(&ports)?)?;
+                let child = spawn(
+                    Command::new("nginx")
+                        .arg("-p")
+                        .arg(dir.join("nginx"))
+                        .arg("-c")
+                        .arg(dir.join("nginx/nginx.conf"))
+                        .args(["-g", "daemon off;"]),
+                    &dir.join("nginx.log"),
+                )?;
+                topology.children.push(("nginx".into(), child));
+            }
+        }
+        let mut edge = local_envoy_config("edge.yaml", &ports)?;
+        if hop == Hop::DirectHttp2 {
+            use_http2_to_hop(&mut edge)?;
+        }
+        topology.start_envoy("edge", &edge)?;
+        topology.wait_ready(local(ports::HOP))?;
+        Ok(topology)
+    }
+
+    fn start_envoy(&mut self, name: &str, config: &Value) -> Result<()> {
+        let path = self.dir.join(format!("{name}.json"));
+        std::fs::write(&path, serde_json::to_vec_pretty(config)?)?;
+        let child = spawn(
+            Command::new(envoy_binary()).arg("-c").arg(&path).args([
+                "--concurrency",
+                "2",
+                "--disable-hot-restart",
+                "--log-level",
+                "warn",
+            ]),
+            &self.dir.join(format!("{name}.log")),
+        )
+        .with_context(|| format!("starting {}", envoy_binary().display()))?;
+        self.children.push((name.into(), child));
+        Ok(())
+    }
+
+    fn wait_ready(&mut self, hop: SocketAddr) -> Result<()> {
+        let admins: Vec<SocketAddr> = [Some(self.edge_admin), self.origin_admin]
+            .into_iter()
+            .flatten()
+            .collect();
+        let result = (|| {
+            for admin in admins {
+                wait_for(&format!("envoy admin {admin}"), || envoy_ready(admin))?;
+            }
+            wait_for(&format!("hop {hop}"), || TcpStream::connect(hop).is_ok())?;
+            wait_for("edge listener", || TcpStream::connect(self.edge).is_ok())
+        })();
+        if let Err(error) = result {
+            bail!("{error}\n{}", self.logs());
+        }
+        Ok(())
+    }
+
+    /// Every process's log, for failure reports.
+    pub fn logs(&self) -> String {
+        let mut out = String::new();
+        for (name, _) in &self.children {
+            let log =
+                std::fs::read_to_string(self.dir.join(format!("{name}.log"))).unwrap_or_default();
+            out.push_str(&format!("----- {name}.log -----\n{log}\n"));
+        }
+        out
+    }
+
+    /// A counter from an Envoy's admin `/stats` (0 if absent).
+    pub fn counter(admin: SocketAddr, name: &str) -> u64 {
+        let Ok((_, body)) = http_get(admin, &format!("/stats?filter=^{name}$")) else {
+            return 0;
+        };
+        body.lines()
+            .find_map(|line| line.strip_prefix(&format!("{name}: ")))
+            .and_then(|value| value.trim().parse().ok())
+            .unwrap_or(0)
+    }
+}
+
+impl Drop for Topology {
+    fn drop(&mut self) {
+        for (_, child) in &mut self.children {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        if !std::thread::panicking() {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+}
