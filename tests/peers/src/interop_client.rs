@@ -69,10 +69,10 @@ pub async fn channel(target: &str) -> Result<Channel> {
     let endpoint = Endpoint::from_shared(target.to_string())?
         .connect_timeout(Duration::from_secs(5))
         .timeout(Duration::from_secs(30));
-    Ok(endpoint
+    endpoint
         .connect()
         .await
-        .with_context(|| format!("connecting to {target}"))?)
+        .with_context(|| format!("connecting to {target}"))
 }
 
 async fn client(target: &str) -> Result<TestServiceClient<Channel>> {
@@ -188,7 +188,7 @@ async fn client_streaming_with(target: &str, compressed: bool) -> Result<()> {
     }
     let requests = REQUEST_SIZES.map(|size| StreamingInputCallRequest {
         payload: payload(size),
-        expect_compressed: compressed.then(|| BoolValue { value: true }),
+        expect_compressed: compressed.then_some(BoolValue { value: true }),
     });
     let response = client
         .streaming_input_call(tokio_stream::iter(requests))
@@ -472,9 +472,10 @@ async fn cancel_after_first_response(target: String) -> Result<()> {
 
 async fn timeout_on_sleeping_server(target: String) -> Result<()> {
     let mut client = client(&target).await?;
+    // The server sleeps a second before answering, so 1 ms always passes first.
     let mut request = Request::new(tokio_stream::iter([StreamingOutputCallRequest {
         payload: payload(27182),
-        ..stream_request(31415, 0)
+        ..stream_request(31415, 1_000_000)
     }]));
     request.set_timeout(Duration::from_millis(1));
     let result = async {
@@ -493,7 +494,11 @@ async fn timeout_on_sleeping_server(target: String) -> Result<()> {
     // end by the deadline, not succeed.
     match result {
         Err(status) if status.code() == Code::DeadlineExceeded => Ok(()),
-        Err(status) if status.code() == Code::Cancelled && status.message() == "Timeout expired" => Ok(()),
+        Err(status)
+            if status.code() == Code::Cancelled && status.message() == "Timeout expired" =>
+        {
+            Ok(())
+        }
         other => bail!("expected DEADLINE_EXCEEDED, got {other:?}"),
     }
 }

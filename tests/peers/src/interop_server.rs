@@ -121,10 +121,10 @@ impl TestService for Interop {
         let request = request.into_inner();
         let (tx, rx) = tokio::sync::mpsc::channel(16);
         tokio::spawn(async move {
-            if send_responses(request.response_parameters, &tx).await {
-                if let Err(status) = echo_status(&request.response_status) {
-                    let _ = tx.send(Err(status)).await;
-                }
+            if send_responses(request.response_parameters, &tx).await
+                && let Err(status) = echo_status(&request.response_status)
+            {
+                let _ = tx.send(Err(status)).await;
             }
         });
         Ok(Response::new(Box::pin(

@@ -1,0 +1,74 @@
+//! Every interop case through the whole chain (native gRPC client → edge
+//! Envoy → nginx over HTTP/1.1 → origin Envoy → interop server), and again
+//! with the edge talking to the origin directly over HTTP/1.1 and over
+//! HTTP/2. Plus: every Envoy config in the repo passes `envoy --mode validate`.
+
+use std::process::Command;
+use std::sync::Arc;
+
+use anyhow::{Result, bail};
+use bridge_peers::harness::{interop_server, runtime, trial};
+use bridge_peers::interop_client::CASES;
+use bridge_peers::topology::{self, Hop, Topology, Upstream};
+use libtest_mimic::{Arguments, Trial};
+
+fn validate(name: &'static str) -> Trial {
+    Trial::test(format!("envoy_validates::{name}"), move || {
+        let config = topology::repo_root().join("envoy").join(name);
+        let text = std::fs::read_to_string(&config)?;
+        let local = std::env::temp_dir().join(format!("validate-{}-{name}", std::process::id()));
+        let wasm = topology::wasm_module();
+        std::fs::write(
+            &local,
+            text.replace("/etc/envoy/grpc_web_bridge.wasm", &wasm.to_string_lossy()),
+        )?;
+        let output = Command::new(topology::repo_root().join(".tools/bin/envoy"))
+            .args(["--mode", "validate", "-c"])
+            .arg(&local)
+            .output()?;
+        let _ = std::fs::remove_file(&local);
+        if !output.status.success() {
+            return Err(format!("{name}: {}", String::from_utf8_lossy(&output.stderr)).into());
+        }
+        Ok(())
+    })
+}
+
+fn envoy_configs() -> Result<Vec<&'static str>> {
+    let mut names = Vec::new();
+    for entry in std::fs::read_dir(topology::repo_root().join("envoy"))? {
+        let name = entry?.file_name().to_string_lossy().into_owned();
+        if name.ends_with(".yaml") && !name.starts_with("docker-compose") {
+            names.push(&*Box::leak(name.into_boxed_str()));
+        }
+    }
+    if names.is_empty() {
+        bail!("no Envoy configs found");
+    }
+    names.sort();
+    Ok(names)
+}
+
+fn main() -> Result<()> {
+    let args = Arguments::from_args();
+    let runtime = runtime();
+    let server = interop_server(&runtime)?;
+    let mut trials: Vec<Trial> = envoy_configs()?.into_iter().map(validate).collect();
+    for (label, hop) in [
+        ("nginx", Hop::Nginx),
+        ("direct_http1", Hop::DirectHttp1),
+        ("direct_http2", Hop::DirectHttp2),
+    ] {
+        let topology = Arc::new(Topology::start(hop, Upstream::Server(server))?);
+        for case in CASES {
+            let run = case.run;
+            trials.push(trial(
+                format!("{label}::{}", case.name),
+                &runtime,
+                &topology,
+                move |topology| run(format!("http://{}", topology.edge)),
+            ));
+        }
+    }
+    libtest_mimic::run(&args, trials).exit();
+}
