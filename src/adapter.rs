@@ -494,7 +494,7 @@ mod raw {
     }
 
     pub fn send_local_response(status: u32, details: &str, headers: &[u8]) -> u32 {
-        // SAFETY: live slices; a null body with length 0 means no body.
+        // SAFETY: live slices; a null body of length 0 is no body.
         unsafe {
             proxy_send_local_response(
                 status,

@@ -58,6 +58,8 @@ enum Response {
     /// The upstream failed; its body is dropped and the error becomes the
     /// trailers.
     Failing(Error),
+    /// Our local error reply is on its way out.
+    LocalReply,
     Done,
 }
 
@@ -88,9 +90,9 @@ impl Edge {
     }
 
     fn fail_request(&mut self, host: &mut dyn Host, error: Error) -> Action {
-        reply_error(host, "application/grpc", &error);
+        reply_error(host, &error);
         self.request = Request::Done;
-        self.response = Response::Done;
+        self.response = Response::LocalReply;
         Action::Pause
     }
 
@@ -187,14 +189,29 @@ impl StreamBridge for Edge {
     }
 
     fn on_response_headers(&mut self, host: &mut dyn Host, end_of_stream: bool) -> Action {
-        if !matches!(self.response, Response::Waiting) {
-            return Action::Continue;
+        match self.response {
+            Response::Waiting => {}
+            Response::LocalReply => {
+                host.set_header(Map::ResponseHeaders, "content-type", b"application/grpc");
+                self.response = Response::Done;
+                return Action::Continue;
+            }
+            _ => return Action::Continue,
         }
         let status = host.header(Map::ResponseHeaders, ":status");
         let content_type = host
             .header(Map::ResponseHeaders, "content-type")
             .and_then(|value| ContentType::parse(&value));
         host.remove_header(Map::ResponseHeaders, "content-length");
+        // A reply with grpc-status in its headers is gRPC even if a proxy
+        // lost its content-type (Envoy's own local replies do).
+        let content_type = content_type.or_else(|| {
+            let status_in_headers = host.header(Map::ResponseHeaders, "grpc-status").is_some();
+            status_in_headers.then_some(ContentType {
+                protocol: Protocol::GrpcWeb,
+                subtype: None,
+            })
+        });
         let web = match (status.as_deref(), content_type) {
             (Some(b"200"), Some(ct)) if ct.protocol.is_web() => ct,
             (Some(b"200"), Some(_native)) => {
@@ -270,7 +287,7 @@ impl StreamBridge for Edge {
                 }
             }
             Response::Failing(_) => host.replace_body(Body::Response, size, &[]),
-            Response::Waiting | Response::Done => return Action::Continue,
+            Response::Waiting | Response::LocalReply | Response::Done => return Action::Continue,
         }
         if end_of_stream {
             for (name, value) in self.final_trailers(host, None).unwrap_or_default().iter() {

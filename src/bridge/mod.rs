@@ -103,13 +103,12 @@ fn report(host: &mut dyn Host, error: &Error) {
     host.count(Counter::error(error));
 }
 
-/// Ends the stream with a trailers-only gRPC reply of `content_type`.
-fn reply_error(host: &mut dyn Host, content_type: &str, error: &Error) {
+/// Ends the stream with a trailers-only gRPC reply. Envoy drops the
+/// content-type of a local reply without a body, so the caller sets it
+/// again when the reply passes through its `on_response_headers`.
+fn reply_error(host: &mut dyn Host, error: &Error) {
     report(host, error);
-    let mut headers = Metadata::default();
-    headers.push("content-type", content_type);
-    headers.0.extend(error_fields(error).0);
-    host.send_reply(&headers);
+    host.send_reply(&error_fields(error));
 }
 
 /// Constant-time comparison, so the marker secret cannot be probed by timing.

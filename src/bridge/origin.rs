@@ -50,6 +50,8 @@ enum Request {
 enum Response {
     /// Nothing to do for this response.
     PassThrough,
+    /// Our local error reply, of this content-type, is on its way out.
+    LocalReply(String),
     /// Converted request; the reply will be gRPC-web in this protocol.
     Waiting(Protocol),
     Streaming(Stream),
@@ -110,9 +112,9 @@ impl Origin {
 
     /// Ends the stream with the error as a trailers-only gRPC-web reply.
     fn fail_request(&mut self, host: &mut dyn Host, reply: &ContentType, error: Error) -> Action {
-        reply_error(host, &reply.render(), &error);
+        reply_error(host, &error);
         self.request = Request::Done;
-        self.response = Response::Closed;
+        self.response = Response::LocalReply(reply.render());
         Action::Pause
     }
 }
@@ -200,8 +202,18 @@ impl StreamBridge for Origin {
     }
 
     fn on_response_headers(&mut self, host: &mut dyn Host, end_of_stream: bool) -> Action {
-        let Response::Waiting(reply) = self.response else {
-            return Action::Continue;
+        let reply = match &self.response {
+            Response::Waiting(reply) => *reply,
+            Response::LocalReply(content_type) => {
+                host.set_header(
+                    Map::ResponseHeaders,
+                    "content-type",
+                    content_type.as_bytes(),
+                );
+                self.response = Response::PassThrough;
+                return Action::Continue;
+            }
+            _ => return Action::Continue,
         };
         let status = host.header(Map::ResponseHeaders, ":status");
         let content_type = host
@@ -248,7 +260,9 @@ impl StreamBridge for Origin {
                 host.replace_body(Body::Response, size, &[]);
                 return Action::Continue;
             }
-            Response::PassThrough | Response::Waiting(_) => return Action::Continue,
+            Response::PassThrough | Response::LocalReply(_) | Response::Waiting(_) => {
+                return Action::Continue;
+            }
         };
         stream.note_release(host);
         if stream.held == Held::Headers {
@@ -290,7 +304,9 @@ impl StreamBridge for Origin {
                 host.set_headers(Map::ResponseTrailers, &Metadata::default());
                 return Action::Continue;
             }
-            Response::PassThrough | Response::Waiting(_) => return Action::Continue,
+            Response::PassThrough | Response::LocalReply(_) | Response::Waiting(_) => {
+                return Action::Continue;
+            }
         };
         stream.note_release(host);
         match stream.held {
@@ -378,23 +394,28 @@ impl Stream {
 
     /// The trailer frame for `fields`, base64-encoded in text mode.
     fn trailer_frame(&mut self, fields: &Metadata) -> Vec<u8> {
-        let block = encode_trailer_block(fields).unwrap_or_else(|kind| {
-            let error = kind.from(Peer::Upstream);
-            log::warn!("{error}");
-            encode_trailer_block(&error_fields(&error)).unwrap_or_default()
-        });
-        let mut frame = bytes::BytesMut::new();
-        // A trailer block is far below 4 GiB; encoding cannot fail.
-        let _ = encode_frame(false, true, &block, &mut frame);
-        match &mut self.text {
-            None => frame.to_vec(),
-            Some(encoder) => {
-                let mut out = Vec::new();
-                encoder.end_segment(&mut out);
-                encoder.push(&frame, &mut out);
-                encoder.end_segment(&mut out);
-                out
-            }
+        trailer_frame(fields, self.text.as_mut())
+    }
+}
+
+/// The trailer frame for `fields`; with an encoder, as its own base64 segment.
+fn trailer_frame(fields: &Metadata, text: Option<&mut Base64Encoder>) -> Vec<u8> {
+    let block = encode_trailer_block(fields).unwrap_or_else(|kind| {
+        let error = kind.from(Peer::Upstream);
+        log::warn!("{error}");
+        encode_trailer_block(&error_fields(&error)).unwrap_or_default()
+    });
+    let mut frame = bytes::BytesMut::new();
+    // A trailer block is far below 4 GiB; encoding cannot fail.
+    let _ = encode_frame(false, true, &block, &mut frame);
+    match text {
+        None => frame.to_vec(),
+        Some(encoder) => {
+            let mut out = Vec::new();
+            encoder.end_segment(&mut out);
+            encoder.push(&frame, &mut out);
+            encoder.end_segment(&mut out);
+            out
         }
     }
 }

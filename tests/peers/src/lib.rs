@@ -5,6 +5,7 @@ pub mod flags;
 pub mod harness;
 pub mod interop_client;
 pub mod interop_server;
+pub mod raw;
 pub mod topology;
 
 /// The gRPC interop service (`grpc.testing`), generated from `proto/`.

@@ -1,1 +1,808 @@
-fn main() {}
+//! Conformance edge cases through real Envoy, asserting the exact status,
+//! message, metadata and body bytes the client sees:
+//! - `native_upstream::*`: a scripted HTTP/2 gRPC server behind the origin,
+//!   reached through the full chain (edge → nginx → origin);
+//! - `web_upstream::*`: a scripted HTTP/1.1 gRPC-web server straight behind
+//!   the edge, for replies our own origin never produces;
+//! - `hostile::*` and `marker::*`: bad input from clients at both sides.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Result, ensure};
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use bridge_peers::harness::{interop_server, runtime, trial};
+use bridge_peers::interop_client::SPECIAL_MESSAGE;
+use bridge_peers::proto::SimpleRequest;
+use bridge_peers::raw::{
+    Received, Scripts, Step, frame, h2_call, h2_server, http1_call, http1_server,
+};
+use bridge_peers::topology::{Hop, Topology, Upstream};
+use libtest_mimic::{Arguments, Trial};
+use prost::Message;
+
+const GRPC: (&str, &str) = ("content-type", "application/grpc");
+const GRPC_WEB: (&str, &str) = ("content-type", "application/grpc-web");
+const SECRET: &str = "demo-secret-change-me-0123456789";
+const MARKER: &str = "x-grpc-web-bridge";
+const UNARY: &str = "/grpc.testing.TestService/UnaryCall";
+
+fn gzip(data: &[u8]) -> Vec<u8> {
+    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    encoder.write_all(data).unwrap_or_else(|e| panic!("{e}"));
+    encoder.finish().unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn hello() -> Vec<u8> {
+    frame(0, b"hello")
+}
+
+fn world() -> Vec<u8> {
+    frame(0, b"world!")
+}
+
+fn status_is(received: &Received, code: &str, message: &str) -> Result<()> {
+    ensure!(
+        received.error.is_none(),
+        "stream failed: {:?}",
+        received.error
+    );
+    ensure!(received.status == 200, "HTTP status {}", received.status);
+    ensure!(
+        received.grpc_status() == Some(code),
+        "grpc-status {:?}, wanted {code}; {received:?}",
+        received.grpc_status()
+    );
+    ensure!(
+        received.grpc_message() == message,
+        "grpc-message {:?}, wanted {message:?}",
+        received.grpc_message()
+    );
+    Ok(())
+}
+
+fn native_scripts() -> Scripts {
+    let mut split = hello();
+    split.extend(world());
+    let mut s: HashMap<&'static str, Vec<Step>> = HashMap::new();
+    let ok = || Step::Trailers(vec![("grpc-status", "0")]);
+    let head = || Step::Headers(200, vec![GRPC], false);
+    s.insert(
+        "/trailers-only",
+        vec![Step::Headers(
+            200,
+            vec![
+                GRPC,
+                ("grpc-status", "5"),
+                ("grpc-message", "not%20found"),
+                ("x-meta", "m"),
+            ],
+            true,
+        )],
+    );
+    s.insert(
+        "/headers-then-trailers",
+        vec![
+            head(),
+            Step::Trailers(vec![("grpc-status", "7"), ("grpc-message", "denied")]),
+        ],
+    );
+    s.insert(
+        "/headers-pause-trailers",
+        vec![
+            head(),
+            Step::Sleep(Duration::from_millis(200)),
+            Step::Trailers(vec![("grpc-status", "7"), ("grpc-message", "later")]),
+        ],
+    );
+    s.insert(
+        "/split-frames",
+        vec![
+            head(),
+            Step::Data(split[..1].to_vec(), false),
+            Step::Data(split[1..3].to_vec(), false),
+            Step::Data(split[3..12].to_vec(), false),
+            Step::Data(split[12..].to_vec(), false),
+            ok(),
+        ],
+    );
+    let mut bytewise = vec![head()];
+    bytewise.extend(hello().into_iter().map(|b| Step::Data(vec![b], false)));
+    bytewise.push(ok());
+    s.insert("/byte-by-byte", bytewise);
+    s.insert(
+        "/duplicates",
+        vec![
+            head(),
+            Step::Data(hello(), false),
+            Step::Trailers(vec![("grpc-status", "0"), ("x-dup", "a"), ("x-dup", "b")]),
+        ],
+    );
+    s.insert(
+        "/missing-status",
+        vec![
+            head(),
+            Step::Data(hello(), false),
+            Step::Trailers(vec![("x-only", "1")]),
+        ],
+    );
+    s.insert(
+        "/non-200",
+        vec![
+            Step::Headers(503, vec![("content-type", "text/plain")], false),
+            Step::Data(b"busy".to_vec(), true),
+        ],
+    );
+    s.insert(
+        "/reset",
+        vec![
+            head(),
+            Step::Data(hello(), false),
+            Step::Sleep(Duration::from_millis(50)),
+            Step::Reset,
+        ],
+    );
+    s.insert("/no-trailers", vec![head(), Step::Data(hello(), true)]);
+    s.insert(
+        "/bin-metadata",
+        vec![
+            head(),
+            Step::Data(hello(), false),
+            Step::Trailers(vec![("grpc-status", "0"), ("x-trailer-bin", "AAEC/w==")]),
+        ],
+    );
+    s.insert("/special-message", vec![head(), Step::Trailers(vec![("grpc-status", "2"), ("grpc-message", "%09%0Atest with whitespace%0D%0Aand Unicode BMP %E2%98%BA and non-BMP %F0%9F%98%88%09%0A")])]);
+    let compressed = frame(1, &gzip(b"squeezed"));
+    s.insert(
+        "/compressed-message",
+        vec![
+            Step::Headers(200, vec![GRPC, ("grpc-encoding", "gzip")], false),
+            Step::Data(compressed, false),
+            ok(),
+        ],
+    );
+    Arc::new(s)
+}
+
+fn native_cases() -> Vec<(
+    &'static str,
+    Box<dyn Fn(Received) -> Result<()> + Send + Sync>,
+)> {
+    let mut split = hello();
+    split.extend(world());
+    vec![
+        (
+            "trailers_only_reply_stays_a_status_with_its_metadata",
+            Box::new(|r: Received| {
+                status_is(&r, "5", "not found")?;
+                ensure!(
+                    r.field("x-meta") == Some("m"),
+                    "x-meta {:?}",
+                    r.field("x-meta")
+                );
+                ensure!(r.body.is_empty(), "body {:?}", r.body);
+                Ok(())
+            }),
+        ),
+        (
+            "headers_then_trailers_with_no_body",
+            Box::new(|r| {
+                status_is(&r, "7", "denied")?;
+                ensure!(r.body.is_empty());
+                Ok(())
+            }),
+        ),
+        (
+            "headers_then_late_trailers_with_no_body",
+            Box::new(|r| {
+                status_is(&r, "7", "later")?;
+                ensure!(r.body.is_empty());
+                Ok(())
+            }),
+        ),
+        (
+            "frames_split_across_data_frames",
+            Box::new(move |r| {
+                status_is(&r, "0", "")?;
+                ensure!(r.body == split, "body {:?}", r.body);
+                Ok(())
+            }),
+        ),
+        (
+            "message_split_byte_by_byte",
+            Box::new(|r| {
+                status_is(&r, "0", "")?;
+                ensure!(r.body == hello());
+                Ok(())
+            }),
+        ),
+        (
+            "duplicate_trailers_are_kept_in_order",
+            Box::new(|r| {
+                status_is(&r, "0", "")?;
+                ensure!(r.values("x-dup") == ["a", "b"], "{:?}", r.values("x-dup"));
+                Ok(())
+            }),
+        ),
+        (
+            "missing_status_becomes_unknown_never_ok",
+            Box::new(|r| {
+                status_is(
+                    &r,
+                    "2",
+                    "grpc-web-bridge: upstream sent trailers without grpc-status",
+                )?;
+                ensure!(r.field("x-only") == Some("1"));
+                ensure!(r.body == hello());
+                Ok(())
+            }),
+        ),
+        (
+            "non_200_maps_to_unavailable",
+            Box::new(|r| {
+                status_is(
+                    &r,
+                    "14",
+                    "grpc-web-bridge: upstream answered with HTTP status 503",
+                )?;
+                ensure!(r.body.is_empty());
+                Ok(())
+            }),
+        ),
+        (
+            "reset_mid_stream_is_never_ok",
+            Box::new(|r| {
+                ensure!(
+                    r.error.is_some() || r.grpc_status().is_some_and(|s| s != "0"),
+                    "reset looked like success: {r:?}"
+                );
+                Ok(())
+            }),
+        ),
+        (
+            "body_without_trailers_is_internal",
+            Box::new(|r| {
+                status_is(
+                    &r,
+                    "13",
+                    "grpc-web-bridge: upstream ended the response without trailers",
+                )?;
+                ensure!(r.body == hello());
+                Ok(())
+            }),
+        ),
+        (
+            "bin_metadata_passes_verbatim",
+            Box::new(|r| {
+                status_is(&r, "0", "")?;
+                ensure!(r.field("x-trailer-bin") == Some("AAEC/w=="));
+                Ok(())
+            }),
+        ),
+        (
+            "special_status_message_is_byte_exact",
+            Box::new(|r| status_is(&r, "2", SPECIAL_MESSAGE)),
+        ),
+        (
+            "compressed_message_flag_and_bytes_pass_exactly",
+            Box::new(|r| {
+                status_is(&r, "0", "")?;
+                ensure!(r.body == frame(1, &gzip(b"squeezed")), "body {:?}", r.body);
+                ensure!(r.headers.get("grpc-encoding").is_some_and(|v| v == "gzip"));
+                Ok(())
+            }),
+        ),
+    ]
+}
+
+fn native_paths() -> [&'static str; 13] {
+    [
+        "/trailers-only",
+        "/headers-then-trailers",
+        "/headers-pause-trailers",
+        "/split-frames",
+        "/byte-by-byte",
+        "/duplicates",
+        "/missing-status",
+        "/non-200",
+        "/reset",
+        "/no-trailers",
+        "/bin-metadata",
+        "/special-message",
+        "/compressed-message",
+    ]
+}
+
+fn web_scripts() -> Scripts {
+    let block = |text: &str| frame(0x80, text.as_bytes());
+    let web = || Step::Headers(200, vec![GRPC_WEB], false);
+    let end = || Step::Data(vec![], true);
+    let mut s: HashMap<&'static str, Vec<Step>> = HashMap::new();
+    let mut split = vec![web(), Step::Data(hello(), false)];
+    for byte in block("grpc-status:0\r\nx-t:v\r\n") {
+        split.push(Step::Data(vec![byte], false));
+        split.push(Step::Sleep(Duration::from_millis(2)));
+    }
+    split.push(end());
+    s.insert("/split-trailer-frame", split);
+    s.insert(
+        "/mixed-case",
+        vec![
+            web(),
+            Step::Data(block("Grpc-Status: 0\r\nX-Custom: Value\r\n"), false),
+            end(),
+        ],
+    );
+    s.insert(
+        "/duplicates",
+        vec![
+            web(),
+            Step::Data(block("grpc-status:0\r\nx-dup:a\r\nx-dup:b\r\n"), false),
+            end(),
+        ],
+    );
+    s.insert(
+        "/trailers-only-with-body",
+        vec![
+            Step::Headers(
+                200,
+                vec![GRPC_WEB, ("grpc-status", "13"), ("grpc-message", "stale")],
+                false,
+            ),
+            Step::Data(block("grpc-status:0\r\n"), false),
+            end(),
+        ],
+    );
+    s.insert(
+        "/missing-trailer-frame",
+        vec![web(), Step::Data(hello(), false), end()],
+    );
+    s.insert(
+        "/compressed-trailers",
+        vec![
+            Step::Headers(200, vec![GRPC_WEB, ("grpc-encoding", "gzip")], false),
+            Step::Data(
+                [
+                    hello(),
+                    frame(0x81, &gzip(b"grpc-status:0\r\nx-z:unzipped\r\n")),
+                ]
+                .concat(),
+                false,
+            ),
+            end(),
+        ],
+    );
+    s.insert(
+        "/identity-compressed-trailers",
+        vec![
+            web(),
+            Step::Data(frame(0x81, b"grpc-status:0\r\n"), false),
+            end(),
+        ],
+    );
+    s.insert(
+        "/shared-chunk",
+        vec![
+            web(),
+            Step::Data([hello(), block("grpc-status:0\r\n")].concat(), false),
+            end(),
+        ],
+    );
+    s.insert(
+        "/bad-gateway",
+        vec![
+            Step::Headers(502, vec![("content-type", "text/html")], false),
+            Step::Data(b"<html>bad gateway</html>".to_vec(), false),
+            end(),
+        ],
+    );
+    s.insert(
+        "/injection",
+        vec![
+            web(),
+            Step::Data(block("grpc-status:0\r\nx-a:1\rx-b:2\r\n"), false),
+            end(),
+        ],
+    );
+    let text = [
+        STANDARD.encode(hello()),
+        STANDARD.encode(block("grpc-status:0\r\n")),
+    ]
+    .concat();
+    s.insert(
+        "/text",
+        vec![
+            Step::Headers(
+                200,
+                vec![("content-type", "application/grpc-web-text")],
+                false,
+            ),
+            Step::Data(text.into_bytes(), false),
+            end(),
+        ],
+    );
+    s.insert(
+        "/trailers-only",
+        vec![Step::Headers(
+            200,
+            vec![GRPC_WEB, ("grpc-status", "5"), ("grpc-message", "nope")],
+            true,
+        )],
+    );
+    s.insert(
+        "/bad-flag",
+        vec![web(), Step::Data(frame(0x02, b"x"), false), end()],
+    );
+    Arc::new(s)
+}
+
+type Check = Box<dyn Fn(Received) -> Result<()> + Send + Sync>;
+
+fn web_cases() -> Vec<(&'static str, &'static str, Check)> {
+    vec![
+        (
+            "/split-trailer-frame",
+            "trailer_frame_split_byte_by_byte_becomes_trailers",
+            Box::new(|r: Received| {
+                status_is(&r, "0", "")?;
+                ensure!(r.field("x-t") == Some("v"));
+                ensure!(r.body == hello());
+                Ok(())
+            }),
+        ),
+        (
+            "/mixed-case",
+            "mixed_case_trailer_keys_are_read",
+            Box::new(|r| {
+                status_is(&r, "0", "")?;
+                ensure!(r.field("x-custom") == Some("Value"), "{r:?}");
+                Ok(())
+            }),
+        ),
+        (
+            "/duplicates",
+            "duplicate_trailer_keys_are_kept",
+            Box::new(|r| {
+                status_is(&r, "0", "")?;
+                ensure!(r.values("x-dup") == ["a", "b"]);
+                Ok(())
+            }),
+        ),
+        (
+            "/trailers-only-with-body",
+            "trailer_frame_wins_over_status_in_headers",
+            Box::new(|r| status_is(&r, "0", "")),
+        ),
+        (
+            "/missing-trailer-frame",
+            "body_without_trailer_frame_is_internal",
+            Box::new(|r| {
+                status_is(
+                    &r,
+                    "13",
+                    "grpc-web-bridge: upstream ended the response without trailers",
+                )?;
+                ensure!(r.body == hello());
+                Ok(())
+            }),
+        ),
+        (
+            "/compressed-trailers",
+            "gzip_trailer_frame_0x81_is_decompressed",
+            Box::new(|r| {
+                status_is(&r, "0", "")?;
+                ensure!(r.field("x-z") == Some("unzipped"));
+                ensure!(r.body == hello());
+                Ok(())
+            }),
+        ),
+        (
+            "/identity-compressed-trailers",
+            "compressed_trailer_frame_without_encoding_is_internal",
+            Box::new(|r| {
+                status_is(
+                    &r,
+                    "13",
+                    "grpc-web-bridge: upstream sent a trailer frame compressed with an unsupported encoding",
+                )
+            }),
+        ),
+        (
+            "/shared-chunk",
+            "trailer_frame_sharing_a_chunk_with_a_message",
+            Box::new(|r| {
+                status_is(&r, "0", "")?;
+                ensure!(r.body == hello());
+                Ok(())
+            }),
+        ),
+        (
+            "/bad-gateway",
+            "http_502_maps_to_unavailable",
+            Box::new(|r| {
+                status_is(
+                    &r,
+                    "14",
+                    "grpc-web-bridge: upstream answered with HTTP status 502",
+                )?;
+                ensure!(r.body.is_empty());
+                Ok(())
+            }),
+        ),
+        (
+            "/injection",
+            "header_injection_in_trailer_block_is_internal",
+            Box::new(|r| {
+                status_is(
+                    &r,
+                    "13",
+                    "grpc-web-bridge: upstream sent CR, LF or NUL in a trailer value on line 2",
+                )
+            }),
+        ),
+        (
+            "/text",
+            "grpc_web_text_reply_is_decoded",
+            Box::new(|r| {
+                status_is(&r, "0", "")?;
+                ensure!(r.body == hello());
+                Ok(())
+            }),
+        ),
+        (
+            "/trailers-only",
+            "grpc_web_trailers_only_reply",
+            Box::new(|r| status_is(&r, "5", "nope")),
+        ),
+        (
+            "/bad-flag",
+            "unknown_frame_flag_is_internal",
+            Box::new(|r| {
+                status_is(
+                    &r,
+                    "13",
+                    "grpc-web-bridge: upstream sent a frame with unknown flags 0x02",
+                )
+            }),
+        ),
+    ]
+}
+
+fn unary_request() -> Vec<u8> {
+    frame(
+        0,
+        &SimpleRequest {
+            response_size: 5,
+            ..Default::default()
+        }
+        .encode_to_vec(),
+    )
+}
+
+fn main() -> Result<()> {
+    let args = Arguments::from_args();
+    let runtime = runtime();
+    let mut trials: Vec<Trial> = Vec::new();
+
+    let native = runtime.block_on(h2_server(native_scripts()))?;
+    let chain = Arc::new(Topology::start(Hop::Nginx, Upstream::Server(native))?);
+    for (path, (name, check)) in native_paths().into_iter().zip(native_cases()) {
+        trials.push(trial(
+            format!("native_upstream::{name}"),
+            &runtime,
+            &chain,
+            move |t| async move { check(h2_call(t.edge, path, &[], &frame(0, b"")).await?) },
+        ));
+    }
+
+    let web = runtime.block_on(http1_server(web_scripts()))?;
+    let edge_only = Arc::new(Topology::start(Hop::Nginx, Upstream::EdgeOnly(web))?);
+    for (path, name, check) in web_cases() {
+        trials.push(trial(
+            format!("web_upstream::{name}"),
+            &runtime,
+            &edge_only,
+            move |t| async move { check(h2_call(t.edge, path, &[], &frame(0, b"")).await?) },
+        ));
+    }
+
+    let server = interop_server(&runtime)?;
+    let interop = Arc::new(Topology::start(Hop::Nginx, Upstream::Server(server))?);
+    trials.push(trial(
+        "marker::client_marker_is_replaced_at_the_edge".into(),
+        &runtime,
+        &interop,
+        |t| async move {
+            let r = h2_call(t.edge, UNARY, &[(MARKER, "forged")], &unary_request()).await?;
+            status_is(&r, "0", "")
+        },
+    ));
+    trials.push(trial(
+        "marker::forged_secret_is_refused_at_the_origin".into(),
+        &runtime,
+        &interop,
+        |t| async move {
+            let origin = t.origin.unwrap_or(t.edge);
+            let r = http1_call(
+                origin,
+                UNARY,
+                &[GRPC_WEB, (MARKER, "not-the-secret")],
+                &unary_request(),
+            )
+            .await?;
+            ensure!(
+                r.headers
+                    .get("content-type")
+                    .is_some_and(|v| v == "application/grpc-web"),
+                "{r:?}"
+            );
+            status_is(
+                &r,
+                "16",
+                "grpc-web-bridge: client sent a bridge marker with a wrong secret",
+            )?;
+            let admin = t.origin_admin.unwrap_or(t.edge_admin);
+            ensure!(
+                Topology::counter(
+                    admin,
+                    "wasmcustom.grpc_web_bridge.origin.errors.downstream.invalid_marker"
+                ) >= 1
+            );
+            Ok(())
+        },
+    ));
+    trials.push(trial(
+        "marker::unmarked_browser_request_passes_untouched".into(),
+        &runtime,
+        &interop,
+        |t| async move {
+            let origin = t.origin.unwrap_or(t.edge);
+            let admin = t.origin_admin.unwrap_or(t.edge_admin);
+            let before =
+                Topology::counter(admin, "wasmcustom.grpc_web_bridge.origin.passed_through");
+            let r = http1_call(origin, UNARY, &[GRPC_WEB], &unary_request()).await?;
+            // The server got gRPC-web it does not speak: no converted reply.
+            ensure!(
+                !r.body.windows(12).any(|w| w == b"grpc-status:"),
+                "looks converted: {r:?}"
+            );
+            ensure!(
+                Topology::counter(admin, "wasmcustom.grpc_web_bridge.origin.passed_through")
+                    > before
+            );
+            Ok(())
+        },
+    ));
+    trials.push(trial(
+        "hostile::text_request_and_text_reply_at_the_origin".into(),
+        &runtime,
+        &interop,
+        |t| async move {
+            let origin = t.origin.unwrap_or(t.edge);
+            let text = STANDARD.encode(unary_request());
+            let headers = [
+                ("content-type", "application/grpc-web-text"),
+                ("accept", "application/grpc-web-text"),
+                (MARKER, SECRET),
+            ];
+            let r = http1_call(origin, UNARY, &headers, text.as_bytes()).await?;
+            ensure!(
+                r.headers
+                    .get("content-type")
+                    .is_some_and(|v| v == "application/grpc-web-text"),
+                "{r:?}"
+            );
+            let mut decoder = grpc_web_bridge::codec::Base64Decoder::new();
+            let mut body = Vec::new();
+            decoder
+                .push(&r.body, &mut body)
+                .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+            decoder
+                .finish(&mut body)
+                .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+            let response = bridge_peers::proto::SimpleResponse {
+                payload: Some(bridge_peers::proto::Payload {
+                    r#type: 0,
+                    body: vec![0; 5],
+                }),
+                ..Default::default()
+            };
+            let expected = [
+                frame(0, &response.encode_to_vec()),
+                frame(0x80, b"grpc-status:0\r\n"),
+            ]
+            .concat();
+            ensure!(body == expected, "decoded body {body:?}");
+            Ok(())
+        },
+    ));
+    trials.push(trial(
+        "hostile::bad_base64_names_its_offset".into(),
+        &runtime,
+        &interop,
+        |t| async move {
+            let origin = t.origin.unwrap_or(t.edge);
+            let headers = [
+                ("content-type", "application/grpc-web-text"),
+                (MARKER, SECRET),
+            ];
+            let r = http1_call(origin, UNARY, &headers, b"AAAAAAJB*g==").await?;
+            status_is(
+                &r,
+                "13",
+                "grpc-web-bridge: client sent invalid base64 at offset 8",
+            )
+        },
+    ));
+    trials.push(trial(
+        "hostile::oversized_request_frame_at_the_origin".into(),
+        &runtime,
+        &interop,
+        |t| async move {
+            let origin = t.origin.unwrap_or(t.edge);
+            let r = http1_call(
+                origin,
+                UNARY,
+                &[GRPC_WEB, (MARKER, SECRET)],
+                &[0, 0, 0x50, 0, 0],
+            )
+            .await?;
+            status_is(
+                &r,
+                "8",
+                "grpc-web-bridge: client sent a 5242880-byte frame, over the 4194304-byte limit",
+            )
+        },
+    ));
+    trials.push(trial(
+        "hostile::oversized_request_frame_at_the_edge".into(),
+        &runtime,
+        &interop,
+        |t| async move {
+            let r = h2_call(t.edge, UNARY, &[], &[0, 0xff, 0xff, 0xff, 0xff]).await?;
+            ensure!(
+                r.headers
+                    .get("content-type")
+                    .is_some_and(|v| v == "application/grpc"),
+                "{r:?}"
+            );
+            status_is(
+                &r,
+                "8",
+                "grpc-web-bridge: client sent a 4294967295-byte frame, over the 4194304-byte limit",
+            )
+        },
+    ));
+    trials.push(trial(
+        "hostile::unknown_flag_from_client_at_the_edge".into(),
+        &runtime,
+        &interop,
+        |t| async move {
+            let r = h2_call(t.edge, UNARY, &[], &frame(0x40, b"x")).await?;
+            status_is(
+                &r,
+                "13",
+                "grpc-web-bridge: client sent a frame with unknown flags 0x40",
+            )
+        },
+    ));
+    trials.push(trial(
+        "hostile::vm_survives_every_hostile_case".into(),
+        &runtime,
+        &interop,
+        |t| async move {
+            // Runs last in name order within this group is not guaranteed, so
+            // make its own hostile calls first, then a normal one.
+            for _ in 0..3 {
+                let _ = h2_call(t.edge, UNARY, &[], &[0x40]).await?;
+            }
+            let r = h2_call(t.edge, UNARY, &[], &unary_request()).await?;
+            status_is(&r, "0", "")
+        },
+    ));
+
+    libtest_mimic::run(&args, trials).exit();
+}
