@@ -20,9 +20,9 @@ setup-e2e:
 
 ## The module Envoy loads, at a stable path.
 build: setup
-	cargo build --release --target wasm32-wasip1
+	cargo build -p grpc-web-bridge --profile wasm --target wasm32-wasip1
 	@mkdir -p dist
-	@cp target/wasm32-wasip1/release/grpc_web_bridge.wasm $(WASM)
+	@cp target/wasm32-wasip1/wasm/grpc_web_bridge.wasm $(WASM)
 	@echo "built $(WASM): $$(stat -c %s $(WASM)) bytes"
 
 lint: setup

@@ -24,6 +24,8 @@ use bridge_peers::topology::{Hop, Topology, Upstream};
 use libtest_mimic::{Arguments, Trial};
 use prost::Message;
 
+type Check = Box<dyn Fn(Received) -> Result<()> + Send + Sync>;
+
 const GRPC: (&str, &str) = ("content-type", "application/grpc");
 const GRPC_WEB: (&str, &str) = ("content-type", "application/grpc-web");
 const SECRET: &str = "demo-secret-change-me-0123456789";
@@ -167,10 +169,7 @@ fn native_scripts() -> Scripts {
     Arc::new(s)
 }
 
-fn native_cases() -> Vec<(
-    &'static str,
-    Box<dyn Fn(Received) -> Result<()> + Send + Sync>,
-)> {
+fn native_cases() -> Vec<(&'static str, Check)> {
     let mut split = hello();
     split.extend(world());
     vec![
@@ -438,8 +437,6 @@ fn web_scripts() -> Scripts {
     );
     Arc::new(s)
 }
-
-type Check = Box<dyn Fn(Received) -> Result<()> + Send + Sync>;
 
 fn web_cases() -> Vec<(&'static str, &'static str, Check)> {
     vec![
