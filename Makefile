@@ -43,7 +43,7 @@ test-wasm: setup
 ## End-to-end: real Envoy, nginx and gRPC peers on 127.0.0.1.
 test-e2e: build setup-e2e
 	@echo "==> end-to-end tests (real Envoy, nginx, tonic/h2 peers)"
-	cargo test -p bridge-peers --release
+	cargo test -p bridge-peers --release --test chain --test conformance --test load
 
 test: lint test-native test-wasm test-e2e
 

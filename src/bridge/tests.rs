@@ -77,6 +77,8 @@ fn unbase64(text: &[u8]) -> Vec<u8> {
 mod edge {
     use super::*;
     use crate::bridge::edge::Edge;
+    #[cfg(target_arch = "wasm32")]
+    use wasm_bindgen_test::wasm_bindgen_test as test;
 
     const NATIVE_REQUEST: &[(&str, &str)] = &[
         (":method", "POST"),
@@ -488,6 +490,8 @@ mod edge {
 mod origin {
     use super::*;
     use crate::bridge::origin::Origin;
+    #[cfg(target_arch = "wasm32")]
+    use wasm_bindgen_test::wasm_bindgen_test as test;
 
     const NATIVE_RESPONSE: &[(&str, &str)] = &[
         (":status", "200"),
