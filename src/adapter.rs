@@ -296,6 +296,10 @@ impl Host for EnvoyHost {
         RELEASED.with(|released| released.borrow_mut().remove(&self.id))
     }
 
+    fn now_millis(&self) -> u64 {
+        raw::now_millis()
+    }
+
     fn count(&mut self, counter: Counter) {
         let name = counter.name(self.side);
         let id = METRICS.with(|metrics| {

@@ -65,6 +65,7 @@ fn slug(kind: &ErrorKind) -> &'static str {
         ErrorKind::HttpStatus(_) => "http_status",
         ErrorKind::NotGrpc => "not_grpc",
         ErrorKind::InvalidMarker => "invalid_marker",
+        ErrorKind::DeadlineExceeded => "deadline_exceeded",
     }
 }
 

@@ -22,7 +22,10 @@ use flate2::read::{GzDecoder, ZlibDecoder};
 use super::{
     Action, Body, FrameReader, Host, Map, StreamBridge, error_fields, reply_error, report,
 };
-use crate::codec::{ContentType, Error, ErrorKind, Metadata, Peer, Protocol, decode_trailer_block};
+use crate::codec::{
+    ContentType, Error, ErrorKind, Metadata, Peer, Protocol, decode_trailer_block,
+    parse_grpc_timeout,
+};
 use crate::config::Config;
 use crate::metrics::Counter;
 
@@ -78,6 +81,8 @@ pub struct Edge {
     config: Rc<Config>,
     request: Request,
     response: Response,
+    /// When the call's `grpc-timeout` runs out (ms on the host clock).
+    deadline: Option<u64>,
 }
 
 impl Edge {
@@ -86,6 +91,7 @@ impl Edge {
             config,
             request: Request::PassThrough,
             response: Response::Done,
+            deadline: None,
         }
     }
 
@@ -135,6 +141,11 @@ impl Edge {
     }
 
     fn fail_response(&mut self, host: &mut dyn Host, kind: ErrorKind) {
+        // Past the deadline, a failing upstream is the deadline's doing.
+        let kind = match self.deadline {
+            Some(deadline) if host.now_millis() >= deadline => ErrorKind::DeadlineExceeded,
+            _ => kind,
+        };
         let error = kind.from(Peer::Upstream);
         report(host, &error);
         self.response = Response::Failing(error);
@@ -163,6 +174,10 @@ impl StreamBridge for Edge {
             self.config.marker_secret.as_bytes(),
         );
         host.count(Counter::Converted);
+        self.deadline = host
+            .header(Map::RequestHeaders, "grpc-timeout")
+            .and_then(|value| parse_grpc_timeout(&value))
+            .map(|millis| host.now_millis().saturating_add(millis));
         self.request = if end_of_stream {
             Request::Done
         } else {

@@ -28,6 +28,7 @@ pub struct FakeHost {
     pub downstream_trailers: Option<Metadata>,
     pub reply: Option<Metadata>,
     pub counters: Vec<Counter>,
+    pub clock_millis: u64,
     release_queued: bool,
     /// The header timer's delay, while armed.
     pub header_timer: Option<u32>,
@@ -250,5 +251,9 @@ impl Host for FakeHost {
 
     fn count(&mut self, counter: Counter) {
         self.counters.push(counter);
+    }
+
+    fn now_millis(&self) -> u64 {
+        self.clock_millis
     }
 }

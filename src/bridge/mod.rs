@@ -72,6 +72,8 @@ pub trait Host {
     /// timer) since the last callback.
     fn take_released(&mut self) -> bool;
     fn count(&mut self, counter: Counter);
+    /// Milliseconds on a monotonic-enough clock (Envoy's wall clock).
+    fn now_millis(&self) -> u64;
 }
 
 /// The callbacks of one HTTP stream, in the order Envoy calls them per

@@ -434,6 +434,41 @@ mod edge {
     }
 
     #[test]
+    fn http_error_after_the_grpc_timeout_is_deadline_exceeded() {
+        let mut edge = Edge::new(config(Side::Edge, false));
+        let mut host = FakeHost::new();
+        let request = [
+            ("content-type", "application/grpc"),
+            ("grpc-timeout", "100m"),
+        ];
+        host.send_request_headers(&mut edge, &request, false);
+        host.clock_millis += 100;
+        host.send_response_headers(&mut edge, &[(":status", "504")], true);
+        let headers = host.downstream_headers.unwrap();
+        assert_eq!(
+            status_of(&headers),
+            (
+                "4".into(),
+                "grpc-web-bridge: deadline exceeded before the upstream answered".into()
+            )
+        );
+    }
+
+    #[test]
+    fn http_error_before_the_grpc_timeout_keeps_its_mapping() {
+        let mut edge = Edge::new(config(Side::Edge, false));
+        let mut host = FakeHost::new();
+        let request = [
+            ("content-type", "application/grpc"),
+            ("grpc-timeout", "100m"),
+        ];
+        host.send_request_headers(&mut edge, &request, false);
+        host.clock_millis += 99;
+        host.send_response_headers(&mut edge, &[(":status", "504")], true);
+        assert_eq!(status_of(&host.downstream_headers.unwrap()).0, "14");
+    }
+
+    #[test]
     fn non_grpc_200_is_unknown() {
         let (mut edge, mut host) = converted();
         host.send_response_headers(

@@ -62,6 +62,9 @@ pub enum ErrorKind {
     NotGrpc,
     /// A request carried the bridge marker with the wrong secret.
     InvalidMarker,
+    /// The call's `grpc-timeout` passed before the upstream answered (the
+    /// HTTP error a proxy then sends is the symptom, not the cause).
+    DeadlineExceeded,
 }
 
 /// A protocol error, attributed to the peer that caused it.
@@ -87,6 +90,7 @@ impl Error {
             ErrorKind::HttpStatus(status) => Code::from_http_status(status),
             ErrorKind::NotGrpc => Code::Unknown,
             ErrorKind::InvalidMarker => Code::Unauthenticated,
+            ErrorKind::DeadlineExceeded => Code::DeadlineExceeded,
             _ => Code::Internal,
         }
     }
@@ -156,6 +160,7 @@ impl fmt::Display for Error {
             ErrorKind::HttpStatus(status) => write!(f, "{who} answered with HTTP status {status}"),
             ErrorKind::NotGrpc => write!(f, "{who} answered with a non-gRPC content-type"),
             ErrorKind::InvalidMarker => write!(f, "{who} sent a bridge marker with a wrong secret"),
+            ErrorKind::DeadlineExceeded => write!(f, "deadline exceeded before the {who} answered"),
         }
     }
 }

@@ -46,6 +46,26 @@ impl Code {
     }
 }
 
+/// Parses a `grpc-timeout` value (1 to 8 digits and a unit: H, M, S, m, u,
+/// n) into milliseconds, rounding up so a deadline is never cut short.
+pub fn parse_grpc_timeout(value: &[u8]) -> Option<u64> {
+    let (&unit, digits) = value.split_last()?;
+    if digits.is_empty() || digits.len() > 8 || !digits.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    let amount: u64 = std::str::from_utf8(digits).ok()?.parse().ok()?;
+    let nanos_per_unit: u64 = match unit {
+        b'H' => 3_600_000_000_000,
+        b'M' => 60_000_000_000,
+        b'S' => 1_000_000_000,
+        b'm' => 1_000_000,
+        b'u' => 1_000,
+        b'n' => 1,
+        _ => return None,
+    };
+    Some((amount * nanos_per_unit).div_ceil(1_000_000))
+}
+
 /// Bytes that `grpc-message` must percent-encode: everything outside
 /// printable ASCII, and `%` itself (PROTOCOL-HTTP2.md, "Status-Message").
 const GRPC_MESSAGE_ESCAPES: &AsciiSet = &CONTROLS.add(b'%');
@@ -104,6 +124,24 @@ mod tests {
         );
         assert_eq!(encode_grpc_message("100% done"), "100%25 done");
         assert_eq!(decode_grpc_message(encoded.as_bytes()), message.as_bytes());
+    }
+
+    #[test]
+    fn grpc_timeout_parses_every_unit_and_rounds_up() {
+        assert_eq!(parse_grpc_timeout(b"1H"), Some(3_600_000));
+        assert_eq!(parse_grpc_timeout(b"2M"), Some(120_000));
+        assert_eq!(parse_grpc_timeout(b"3S"), Some(3_000));
+        assert_eq!(parse_grpc_timeout(b"4m"), Some(4));
+        assert_eq!(parse_grpc_timeout(b"1500u"), Some(2));
+        assert_eq!(parse_grpc_timeout(b"1n"), Some(1));
+        assert_eq!(parse_grpc_timeout(b"99999999S"), Some(99_999_999_000));
+    }
+
+    #[test]
+    fn grpc_timeout_rejects_malformed_values() {
+        for value in [&b""[..], b"S", b"123456789S", b"10x", b"-1S", b"1.5S"] {
+            assert_eq!(parse_grpc_timeout(value), None, "{value:?}");
+        }
     }
 
     #[test]
