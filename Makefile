@@ -6,7 +6,7 @@ SHELL := bash
 WASM := dist/grpc_web_bridge.wasm
 WASM_TEST_RUNNER := CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUNNER=wasm-bindgen-test-runner
 
-.PHONY: all setup setup-e2e build lint test test-native test-wasm test-e2e demo clean
+.PHONY: all setup setup-e2e build lint test test-native test-wasm test-e2e demo bench clean
 
 all: build
 
@@ -50,6 +50,10 @@ test: lint test-native test-wasm test-e2e
 ## The main job: the local topology, every interop case through it, a table.
 demo: build setup-e2e
 	cargo run -q -p bridge-peers --release --bin demo
+
+## Latency through the chain against direct calls (results: docs/benchmarks.md).
+bench: build setup-e2e
+	cargo run -q -p bridge-peers --release --bin bench
 
 clean:
 	cargo clean

@@ -227,7 +227,14 @@ pub async fn serve(listener: TcpListener) -> Result<(), tonic::transport::Error>
     tonic::transport::Server::builder()
         .layer(tower::layer::layer_fn(|inner| InteropLayer { inner }))
         .add_service(service)
-        .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener))
+        .serve_with_incoming(
+            tokio_stream::wrappers::TcpListenerStream::new(listener).map(|socket| {
+                // As `Server::serve` would: no Nagle delay on small frames.
+                socket.inspect(|s| {
+                    let _ = s.set_nodelay(true);
+                })
+            }),
+        )
         .await
 }
 

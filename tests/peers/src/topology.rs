@@ -33,6 +33,9 @@ pub enum Hop {
     DirectHttp1,
     /// Edge straight to origin over HTTP/2.
     DirectHttp2,
+    /// Edge straight to origin over HTTP/2 with the bridge filter removed
+    /// from both Envoys: the cost of the proxies alone, for benchmarks.
+    PlainHttp2,
 }
 
 /// Where the last hop goes.
@@ -120,6 +123,18 @@ pub fn local_envoy_config(name: &str, ports: &HashMap<u16, u16>) -> Result<Value
     let text = serde_json::to_string(&config)?
         .replace("/etc/envoy/grpc_web_bridge.wasm", &wasm.to_string_lossy());
     Ok(serde_json::from_str(&text)?)
+}
+
+/// Removes the bridge filter from an Envoy config.
+fn remove_bridge(config: &mut Value) -> Result<()> {
+    let filters = config
+        .pointer_mut(
+            "/static_resources/listeners/0/filter_chains/0/filters/0/typed_config/http_filters",
+        )
+        .and_then(Value::as_array_mut)
+        .context("no http_filters")?;
+    filters.retain(|filter| filter["name"] != "envoy.filters.http.wasm");
+    Ok(())
 }
 
 /// Makes the edge's `hop` cluster speak HTTP/2 (prior knowledge).
@@ -259,7 +274,10 @@ impl Topology {
             children: Vec::new(),
         };
         if let Upstream::Server(_) = upstream {
-            let origin = local_envoy_config("origin.yaml", &ports)?;
+            let mut origin = local_envoy_config("origin.yaml", &ports)?;
+            if hop == Hop::PlainHttp2 {
+                remove_bridge(&mut origin)?;
+            }
             topology.start_envoy("origin", &origin)?;
             topology.origin = Some(local(ports::ORIGIN));
             topology.origin_admin = Some(local(ports::ORIGIN_ADMIN));
@@ -278,8 +296,11 @@ impl Topology {
             }
         }
         let mut edge = local_envoy_config("edge.yaml", &ports)?;
-        if hop == Hop::DirectHttp2 {
+        if matches!(hop, Hop::DirectHttp2 | Hop::PlainHttp2) {
             use_http2_to_hop(&mut edge)?;
+        }
+        if hop == Hop::PlainHttp2 {
+            remove_bridge(&mut edge)?;
         }
         topology.start_envoy("edge", &edge)?;
         topology.wait_ready(local(ports::HOP))?;

@@ -13,7 +13,8 @@ fn main() -> Result<()> {
         None | Some("nginx") => Hop::Nginx,
         Some("http1") => Hop::DirectHttp1,
         Some("http2") => Hop::DirectHttp2,
-        Some(other) => anyhow::bail!("unknown hop {other:?}: use nginx, http1 or http2"),
+        Some("plain") => Hop::PlainHttp2,
+        Some(other) => anyhow::bail!("unknown hop {other:?}: use nginx, http1, http2 or plain"),
     };
     let runtime = tokio::runtime::Runtime::new()?;
     let listener = runtime.block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))?;
