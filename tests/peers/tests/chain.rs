@@ -34,6 +34,52 @@ fn validate(name: &'static str) -> Trial {
     })
 }
 
+/// A bad plugin configuration stops Envoy at start-up, and the log names
+/// the field.
+fn bad_config_fails_the_plugin() -> Trial {
+    Trial::test("bad_plugin_config_fails_start_up_naming_the_field", || {
+        let ports = [8080, 8081, 8082, 9901, 9902, 50051]
+            .into_iter()
+            .map(|port| Ok((port, topology::free_port()?)))
+            .collect::<Result<_>>()?;
+        let config = topology::local_envoy_config("edge.yaml", &ports)?;
+        let text = serde_json::to_string(&config)?
+            .replace(r#"\"side\": \"edge\""#, r#"\"side\": \"middle\""#);
+        if !text.contains("middle") {
+            return Err("could not plant the bad side in edge.yaml".into());
+        }
+        let path = std::env::temp_dir().join(format!("bad-config-{}.json", std::process::id()));
+        std::fs::write(&path, text)?;
+        let mut child = Command::new(topology::repo_root().join(".tools/bin/envoy"))
+            .arg("-c")
+            .arg(&path)
+            .args(["--disable-hot-restart", "--concurrency", "1"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()?;
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        let status = loop {
+            if let Some(status) = child.try_wait()? {
+                break status;
+            }
+            if std::time::Instant::now() > deadline {
+                let _ = child.kill();
+                return Err("Envoy kept running with a bad plugin configuration".into());
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        };
+        let mut log = String::new();
+        std::io::Read::read_to_string(&mut child.stderr.take().ok_or("no stderr")?, &mut log)?;
+        let _ = std::fs::remove_file(&path);
+        if status.success()
+            || !log.contains("invalid configuration: side: unknown variant `middle`")
+        {
+            return Err(format!("exit {status}; log:\n{log}").into());
+        }
+        Ok(())
+    })
+}
+
 fn envoy_configs() -> Result<Vec<&'static str>> {
     let mut names = Vec::new();
     for entry in std::fs::read_dir(topology::repo_root().join("envoy"))? {
@@ -54,6 +100,7 @@ fn main() -> Result<()> {
     let runtime = runtime();
     let server = interop_server(&runtime)?;
     let mut trials: Vec<Trial> = envoy_configs()?.into_iter().map(validate).collect();
+    trials.push(bad_config_fails_the_plugin());
     for (label, hop) in [
         ("nginx", Hop::Nginx),
         ("direct_http1", Hop::DirectHttp1),
