@@ -20,7 +20,8 @@ use bytes::Bytes;
 use flate2::read::{GzDecoder, ZlibDecoder};
 
 use super::{
-    Action, Body, FrameReader, Host, Map, StreamBridge, error_fields, reply_error, report,
+    Action, Body, FrameReader, Host, Map, StreamBridge, content_type, error_fields, reply_error,
+    report,
 };
 use crate::codec::{
     ContentType, Error, ErrorKind, Metadata, Peer, Protocol, decode_trailer_block,
@@ -156,9 +157,7 @@ impl StreamBridge for Edge {
     fn on_request_headers(&mut self, host: &mut dyn Host, end_of_stream: bool) -> Action {
         // A marker the client sent is never trusted, whatever the request.
         host.remove_header(Map::RequestHeaders, &self.config.marker_header);
-        let content_type = host
-            .header(Map::RequestHeaders, "content-type")
-            .and_then(|value| ContentType::parse(&value));
+        let content_type = content_type(host, Map::RequestHeaders);
         let Some(content_type) = content_type.filter(|ct| ct.protocol == Protocol::Grpc) else {
             host.count(Counter::PassedThrough);
             return Action::Continue;
@@ -214,9 +213,7 @@ impl StreamBridge for Edge {
             _ => return Action::Continue,
         }
         let status = host.header(Map::ResponseHeaders, ":status");
-        let content_type = host
-            .header(Map::ResponseHeaders, "content-type")
-            .and_then(|value| ContentType::parse(&value));
+        let content_type = content_type(host, Map::ResponseHeaders);
         host.remove_header(Map::ResponseHeaders, "content-length");
         // A reply with grpc-status in its headers is gRPC even if a proxy
         // lost its content-type (Envoy's own local replies do).

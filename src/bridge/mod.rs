@@ -6,7 +6,8 @@
 use bytes::Bytes;
 
 use crate::codec::{
-    Base64Decoder, Code, Error, ErrorKind, FrameScanner, Metadata, Piece, encode_grpc_message,
+    Base64Decoder, Code, ContentType, Error, ErrorKind, FrameScanner, Metadata, Piece,
+    encode_grpc_message,
 };
 use crate::metrics::Counter;
 
@@ -85,6 +86,12 @@ pub trait StreamBridge {
     fn on_response_body(&mut self, host: &mut dyn Host, size: usize, end_of_stream: bool)
     -> Action;
     fn on_response_trailers(&mut self, host: &mut dyn Host) -> Action;
+}
+
+/// The classified content-type of a header map (`None`: absent or not gRPC).
+fn content_type(host: &dyn Host, map: Map) -> Option<ContentType> {
+    host.header(map, "content-type")
+        .and_then(|value| ContentType::parse(&value))
 }
 
 /// `grpc-status` and `grpc-message` for an error.

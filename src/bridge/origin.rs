@@ -30,8 +30,8 @@ use std::rc::Rc;
 use bytes::Bytes;
 
 use super::{
-    Action, Body, FrameReader, Host, Map, StreamBridge, error_fields, reply_error, report,
-    secret_matches,
+    Action, Body, FrameReader, Host, Map, StreamBridge, content_type, error_fields, reply_error,
+    report, secret_matches,
 };
 use crate::codec::{
     Base64Encoder, ContentType, Error, ErrorKind, FrameScanner, Metadata, Peer, Piece, Protocol,
@@ -123,9 +123,7 @@ impl StreamBridge for Origin {
     fn on_request_headers(&mut self, host: &mut dyn Host, end_of_stream: bool) -> Action {
         let marker = host.header(Map::RequestHeaders, &self.config.marker_header);
         host.remove_header(Map::RequestHeaders, &self.config.marker_header);
-        let content_type = host
-            .header(Map::RequestHeaders, "content-type")
-            .and_then(|value| ContentType::parse(&value));
+        let content_type = content_type(host, Map::RequestHeaders);
         let Some(content_type) = content_type.filter(|ct| ct.protocol.is_web()) else {
             host.count(Counter::PassedThrough);
             return Action::Continue;
@@ -216,9 +214,7 @@ impl StreamBridge for Origin {
             _ => return Action::Continue,
         };
         let status = host.header(Map::ResponseHeaders, ":status");
-        let content_type = host
-            .header(Map::ResponseHeaders, "content-type")
-            .and_then(|value| ContentType::parse(&value));
+        let content_type = content_type(host, Map::ResponseHeaders);
         let native = match (status.as_deref(), content_type) {
             (Some(b"200"), Some(ct)) if ct.protocol == Protocol::Grpc => ct,
             _ => {
