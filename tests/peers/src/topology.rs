@@ -1,7 +1,8 @@
-//! Runs the edge → hop → origin topology as local processes on 127.0.0.1,
-//! from the very files in `envoy/` that docker-compose uses: every
-//! `socket_address` and nginx address is moved to loopback and each of the
-//! files' fixed ports is mapped to a free ephemeral one.
+//! Runs the edge → hop → origin topology as local processes on 127.0.0.1.
+//! The process list, their configs and the hop order come from
+//! `envoy/docker-compose.yaml` ([`Graph`]): every `socket_address` and nginx
+//! address is moved to loopback and each fixed port is mapped to a free
+//! ephemeral one.
 
 use std::collections::HashMap;
 use std::io::Read;
@@ -14,15 +15,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, Result, bail};
 use serde_json::Value;
 
-/// The fixed ports of `envoy/*.yaml` and `envoy/nginx.conf`.
-pub mod ports {
-    pub const EDGE: u16 = 8080;
-    pub const HOP: u16 = 8081;
-    pub const ORIGIN: u16 = 8082;
-    pub const EDGE_ADMIN: u16 = 9901;
-    pub const ORIGIN_ADMIN: u16 = 9902;
-    pub const SERVER: u16 = 50051;
-}
+use crate::graph::{Graph, Service};
 
 /// How the edge reaches the origin.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -76,6 +69,8 @@ pub struct Topology {
     pub edge_admin: SocketAddr,
     pub origin_admin: Option<SocketAddr>,
     pub dir: PathBuf,
+    /// What was started: (compose service name, the repository config it runs).
+    pub processes: Vec<(String, PathBuf)>,
     children: Vec<(String, Child)>,
 }
 
@@ -108,20 +103,14 @@ fn localize(value: &mut Value, ports: &HashMap<u16, u16>) -> Result<()> {
     Ok(())
 }
 
-fn load_yaml(name: &str) -> Result<Value> {
-    let path = repo_root().join("envoy").join(name);
+/// Reads an Envoy config, localized, loading `module`.
+pub fn local_envoy_config(path: &Path, ports: &HashMap<u16, u16>, module: &Path) -> Result<Value> {
     let text =
-        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
-    Ok(serde_yaml::from_str(&text)?)
-}
-
-/// Reads an Envoy config from `envoy/`, localized, with the module's path.
-pub fn local_envoy_config(name: &str, ports: &HashMap<u16, u16>) -> Result<Value> {
-    let mut config = load_yaml(name)?;
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let mut config: Value = serde_yaml::from_str(&text)?;
     localize(&mut config, ports)?;
-    let wasm = wasm_module();
     let text = serde_json::to_string(&config)?
-        .replace("/etc/envoy/grpc_web_bridge.wasm", &wasm.to_string_lossy());
+        .replace("/etc/envoy/grpc_web_bridge.wasm", &module.to_string_lossy());
     Ok(serde_json::from_str(&text)?)
 }
 
@@ -156,22 +145,26 @@ fn use_http2_to_hop(config: &mut Value) -> Result<()> {
     Ok(())
 }
 
-fn local_nginx_config(ports: &HashMap<u16, u16>) -> Result<String> {
-    let text = std::fs::read_to_string(repo_root().join("envoy/nginx.conf"))?;
-    let listen = format!("listen {};", ports::HOP);
-    let upstream = format!("server origin:{};", ports::ORIGIN);
+/// nginx's config with its listen and upstream addresses moved to loopback.
+fn local_nginx_config(hop: &Service, ports: &HashMap<u16, u16>) -> Result<String> {
+    let path = hop.config.as_ref().context("nginx without config")?;
+    let text = std::fs::read_to_string(path)?;
+    let listen_port = hop.listen.context("nginx without listen")?;
+    let (host, port) = hop.upstream.clone().context("nginx without upstream")?;
+    let listen = format!("listen {listen_port};");
+    let upstream = format!("server {host}:{port};");
     if !text.contains(&listen) || !text.contains(&upstream) {
-        bail!("envoy/nginx.conf no longer has `{listen}` and `{upstream}`");
+        bail!(
+            "{} no longer has `{listen}` and `{upstream}`",
+            path.display()
+        );
     }
     Ok(text
         .replace(
             &listen,
-            &format!("listen 127.0.0.1:{};", ports[&ports::HOP]),
+            &format!("listen 127.0.0.1:{};", ports[&listen_port]),
         )
-        .replace(
-            &upstream,
-            &format!("server 127.0.0.1:{};", ports[&ports::ORIGIN]),
-        ))
+        .replace(&upstream, &format!("server 127.0.0.1:{};", ports[&port])))
 }
 
 /// Starts a child that dies with this process, whatever way it ends.
@@ -232,57 +225,75 @@ pub fn http_get(address: SocketAddr, path: &str) -> Result<(u16, String)> {
 }
 
 impl Topology {
-    /// Starts Envoys (2 workers each) and, for [`Hop::Nginx`], nginx.
+    /// Starts the compose graph's Envoys (2 workers each) and, for
+    /// [`Hop::Nginx`], its nginx, from the edge's upstream chain.
     pub fn start(hop: Hop, upstream: Upstream) -> Result<Topology> {
+        Self::start_with_module(hop, upstream, &wasm_module())
+    }
+
+    /// Like [`Topology::start`], with both Envoys loading `module`.
+    pub fn start_with_module(hop: Hop, upstream: Upstream, module: &Path) -> Result<Topology> {
+        let graph = Graph::load()?;
+        let chain = graph.chain("edge")?;
+        let [edge, hop_service, origin, server] = chain.as_slice() else {
+            bail!(
+                "expected edge -> hop -> origin -> server, found {:?}",
+                chain.iter().map(|s| &s.name).collect::<Vec<_>>()
+            );
+        };
+        let listen = |service: &Service| service.listen.context("service without a port");
+        let admin = |service: &Service| service.admin.context("Envoy without an admin port");
+        if !module.exists() {
+            bail!("{} is missing: run `make build`", module.display());
+        }
         let dir = std::env::temp_dir().join(format!(
             "grpc-web-bridge-{}-{}",
             std::process::id(),
             free_port()?
         ));
         std::fs::create_dir_all(dir.join("nginx/tmp"))?;
-        if !wasm_module().exists() {
-            bail!("{} is missing: run `make build`", wasm_module().display());
-        }
         let mut ports = HashMap::new();
-        for port in [
-            ports::EDGE,
-            ports::HOP,
-            ports::ORIGIN,
-            ports::EDGE_ADMIN,
-            ports::ORIGIN_ADMIN,
-        ] {
+        for port in graph.ports() {
             ports.insert(port, free_port()?);
         }
         match upstream {
-            Upstream::Server(server) => {
-                ports.insert(ports::SERVER, server.port());
+            Upstream::Server(address) => {
+                ports.insert(listen(server)?, address.port());
                 if hop != Hop::Nginx {
-                    ports.insert(ports::HOP, ports[&ports::ORIGIN]);
+                    ports.insert(listen(hop_service)?, ports[&listen(origin)?]);
                 }
             }
-            Upstream::EdgeOnly(web_server) => {
-                ports.insert(ports::HOP, web_server.port());
+            Upstream::EdgeOnly(address) => {
+                ports.insert(listen(hop_service)?, address.port());
             }
         }
         let local = |port: u16| SocketAddr::from(([127, 0, 0, 1], ports[&port]));
         let mut topology = Topology {
-            edge: local(ports::EDGE),
+            edge: local(listen(edge)?),
             origin: None,
-            edge_admin: local(ports::EDGE_ADMIN),
+            edge_admin: local(admin(edge)?),
             origin_admin: None,
             dir: dir.clone(),
+            processes: Vec::new(),
             children: Vec::new(),
         };
         if let Upstream::Server(_) = upstream {
-            let mut origin = local_envoy_config("origin.yaml", &ports)?;
+            let mut config = local_envoy_config(
+                origin.config.as_deref().context("origin config")?,
+                &ports,
+                module,
+            )?;
             if hop == Hop::PlainHttp2 {
-                remove_bridge(&mut origin)?;
+                remove_bridge(&mut config)?;
             }
-            topology.start_envoy("origin", &origin)?;
-            topology.origin = Some(local(ports::ORIGIN));
-            topology.origin_admin = Some(local(ports::ORIGIN_ADMIN));
+            topology.start_envoy(origin, &config)?;
+            topology.origin = Some(local(listen(origin)?));
+            topology.origin_admin = Some(local(admin(origin)?));
             if hop == Hop::Nginx {
-                std::fs::write(dir.join("nginx/nginx.conf"), local_nginx_config(&ports)?)?;
+                std::fs::write(
+                    dir.join("nginx/nginx.conf"),
+                    local_nginx_config(hop_service, &ports)?,
+                )?;
                 let child = spawn(
                     Command::new("nginx")
                         .arg("-p")
@@ -290,25 +301,37 @@ impl Topology {
                         .arg("-c")
                         .arg(dir.join("nginx/nginx.conf"))
                         .args(["-g", "daemon off;"]),
-                    &dir.join("nginx.log"),
+                    &dir.join(format!("{}.log", hop_service.name)),
                 )?;
-                topology.children.push(("nginx".into(), child));
+                topology.record(hop_service, child);
             }
         }
-        let mut edge = local_envoy_config("edge.yaml", &ports)?;
+        let mut config = local_envoy_config(
+            edge.config.as_deref().context("edge config")?,
+            &ports,
+            module,
+        )?;
         if matches!(hop, Hop::DirectHttp2 | Hop::PlainHttp2) {
-            use_http2_to_hop(&mut edge)?;
+            use_http2_to_hop(&mut config)?;
         }
         if hop == Hop::PlainHttp2 {
-            remove_bridge(&mut edge)?;
+            remove_bridge(&mut config)?;
         }
-        topology.start_envoy("edge", &edge)?;
-        topology.wait_ready(local(ports::HOP))?;
+        topology.start_envoy(edge, &config)?;
+        topology.wait_ready(local(listen(hop_service)?))?;
         Ok(topology)
     }
 
-    fn start_envoy(&mut self, name: &str, config: &Value) -> Result<()> {
-        let path = self.dir.join(format!("{name}.json"));
+    fn record(&mut self, service: &Service, child: Child) {
+        self.processes.push((
+            service.name.clone(),
+            service.config.clone().unwrap_or_default(),
+        ));
+        self.children.push((service.name.clone(), child));
+    }
+
+    fn start_envoy(&mut self, service: &Service, config: &Value) -> Result<()> {
+        let path = self.dir.join(format!("{}.json", service.name));
         std::fs::write(&path, serde_json::to_vec_pretty(config)?)?;
         let child = spawn(
             Command::new(envoy_binary()).arg("-c").arg(&path).args([
@@ -318,10 +341,10 @@ impl Topology {
                 "--log-level",
                 "warn",
             ]),
-            &self.dir.join(format!("{name}.log")),
+            &self.dir.join(format!("{}.log", service.name)),
         )
         .with_context(|| format!("starting {}", envoy_binary().display()))?;
-        self.children.push((name.into(), child));
+        self.record(service, child);
         Ok(())
     }
 

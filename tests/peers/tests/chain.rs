@@ -38,11 +38,16 @@ fn validate(name: &'static str) -> Trial {
 /// the field.
 fn bad_config_fails_the_plugin() -> Trial {
     Trial::test("bad_plugin_config_fails_start_up_naming_the_field", || {
-        let ports = [8080, 8081, 8082, 9901, 9902, 50051]
+        let ports = bridge_peers::graph::Graph::load()?
+            .ports()
             .into_iter()
             .map(|port| Ok((port, topology::free_port()?)))
             .collect::<Result<_>>()?;
-        let config = topology::local_envoy_config("edge.yaml", &ports)?;
+        let config = topology::local_envoy_config(
+            &topology::repo_root().join("envoy/edge.yaml"),
+            &ports,
+            &topology::wasm_module(),
+        )?;
         let text = serde_json::to_string(&config)?
             .replace(r#"\"side\": \"edge\""#, r#"\"side\": \"middle\""#);
         if !text.contains("middle") {

@@ -2,10 +2,7 @@
 //! → nginx, HTTP/1.1 → origin Envoy → interop server), runs every interop
 //! case through it, prints a table, and stops everything.
 
-use std::time::Instant;
-
 use anyhow::Result;
-use bridge_peers::interop_client::CASES;
 use bridge_peers::topology::{Hop, Topology, Upstream};
 
 fn main() -> Result<()> {
@@ -27,28 +24,8 @@ fn main() -> Result<()> {
         topology.origin.map_or("-".into(), |o| o.to_string())
     );
     println!();
-    println!("{:<32} {:<6} {:>10}", "case", "result", "time");
-    println!("{:-<32} {:-<6} {:->10}", "", "", "");
-    let target = format!("http://{}", topology.edge);
-    let mut failed = 0;
-    for case in CASES {
-        let started = Instant::now();
-        let result = runtime.block_on((case.run)(target.clone()));
-        let elapsed = started.elapsed();
-        let verdict = if result.is_ok() { "pass" } else { "FAIL" };
-        println!(
-            "{:<32} {:<6} {:>8.1}ms",
-            case.name,
-            verdict,
-            elapsed.as_secs_f64() * 1000.0
-        );
-        if let Err(error) = result {
-            failed += 1;
-            println!("    {error:#}");
-        }
-    }
-    println!();
-    println!("{} passed, {} failed", CASES.len() - failed, failed);
+    let failed =
+        bridge_peers::interop_client::run_all(&runtime, &format!("http://{}", topology.edge));
     if failed > 0 {
         eprintln!("{}", topology.logs());
         std::process::exit(1);
