@@ -47,7 +47,7 @@ pub fn repo_root() -> PathBuf {
         .unwrap_or_default()
 }
 
-fn envoy_binary() -> PathBuf {
+pub fn envoy_binary() -> PathBuf {
     std::env::var_os("ENVOY_BIN")
         .map(PathBuf::from)
         .unwrap_or_else(|| repo_root().join(".tools/bin/envoy"))
@@ -168,7 +168,7 @@ fn local_nginx_config(hop: &Service, ports: &HashMap<u16, u16>) -> Result<String
 }
 
 /// Starts a child that dies with this process, whatever way it ends.
-fn spawn(command: &mut Command, log: &Path) -> Result<Child> {
+pub fn spawn(command: &mut Command, log: &Path) -> Result<Child> {
     let log = std::fs::File::create(log)?;
     command
         .stdin(Stdio::null())
@@ -185,7 +185,7 @@ fn spawn(command: &mut Command, log: &Path) -> Result<Child> {
     Ok(command.spawn()?)
 }
 
-fn wait_for<F: FnMut() -> bool>(what: &str, mut ready: F) -> Result<()> {
+pub fn wait_for<F: FnMut() -> bool>(what: &str, mut ready: F) -> Result<()> {
     let deadline = Instant::now() + Duration::from_secs(30);
     while Instant::now() < deadline {
         if ready() {
@@ -197,7 +197,7 @@ fn wait_for<F: FnMut() -> bool>(what: &str, mut ready: F) -> Result<()> {
 }
 
 /// Whether Envoy's admin `/ready` answers 200.
-fn envoy_ready(admin: SocketAddr) -> bool {
+pub fn envoy_ready(admin: SocketAddr) -> bool {
     http_get(admin, "/ready").is_ok_and(|(status, _)| status == 200)
 }
 

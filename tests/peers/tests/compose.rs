@@ -163,3 +163,65 @@ fn native_topology_starts_exactly_the_compose_services_with_their_configs() -> R
         .context("case")?;
     runtime.block_on((case.run)(target))
 }
+
+/// The plugin configuration inside a deployment manifest, as JSON.
+fn plugin_configs(document: &serde_json::Value) -> Vec<String> {
+    let mut found = Vec::new();
+    match document {
+        serde_json::Value::Object(map) => {
+            for (key, value) in map {
+                match (key.as_str(), value) {
+                    ("pluginConfig", _) => found.push(value.to_string()),
+                    ("config", serde_json::Value::Object(inner)) if inner.contains_key("side") => {
+                        found.push(value.to_string())
+                    }
+                    ("configuration", _) => {
+                        if let Some(text) = value["value"].as_str() {
+                            found.push(text.to_string());
+                        }
+                    }
+                    _ => found.extend(plugin_configs(value)),
+                }
+            }
+        }
+        serde_json::Value::Array(items) => items
+            .iter()
+            .for_each(|item| found.extend(plugin_configs(item))),
+        _ => {}
+    }
+    found
+}
+
+#[test]
+fn deployment_manifests_carry_valid_plugin_configs_for_both_sides() -> Result<()> {
+    use serde::Deserialize;
+    let mut sides = Vec::new();
+    for entry in std::fs::read_dir(repo_root().join("envoy/deploy"))? {
+        let path = entry?.path();
+        let text = std::fs::read_to_string(&path)?;
+        let mut configs = Vec::new();
+        for document in serde_yaml::Deserializer::from_str(&text) {
+            configs.extend(plugin_configs(&serde_json::Value::deserialize(document)?));
+        }
+        ensure!(
+            !configs.is_empty(),
+            "{}: no plugin configuration found",
+            path.display()
+        );
+        for json in configs {
+            let config = grpc_web_bridge::config::Config::from_json(json.as_bytes())
+                .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+            sides.push(config.side);
+        }
+    }
+    use grpc_web_bridge::config::Side;
+    ensure!(
+        sides.iter().filter(|s| **s == Side::Edge).count() == 2,
+        "{sides:?}"
+    );
+    ensure!(
+        sides.iter().filter(|s| **s == Side::Origin).count() == 2,
+        "{sides:?}"
+    );
+    Ok(())
+}

@@ -10,8 +10,11 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, bail, ensure};
+use bridge_peers::graph::Graph;
+use bridge_peers::raw::{Step, frame, h2_call, http1_server};
 use bridge_peers::topology::{
-    Hop, Topology, Upstream, free_port, http_get, repo_root, wasm_module,
+    Hop, Topology, Upstream, envoy_binary, envoy_ready, free_port, http_get, local_envoy_config,
+    repo_root, spawn, wait_for, wasm_module,
 };
 use serde_json::Value;
 use sha2::{Digest, Sha256};
@@ -214,4 +217,92 @@ fn both_images_round_trip_a_registry_and_the_pulled_module_serves_a_call() -> Re
         ) >= 1
     );
     Ok(())
+}
+
+/// Serves one file over HTTP/1.1 on loopback, as a module server would.
+async fn serve_file(bytes: Vec<u8>) -> Result<SocketAddr> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let address = listener.local_addr()?;
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            let bytes = bytes.clone();
+            tokio::spawn(async move {
+                let mut request = [0; 4096];
+                let _ = socket.read(&mut request).await;
+                let head = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+                    bytes.len()
+                );
+                let _ = socket.write_all(head.as_bytes()).await;
+                let _ = socket.write_all(&bytes).await;
+            });
+        }
+    });
+    Ok(address)
+}
+
+#[test]
+fn remote_wasm_config_loads_the_module_over_http_checked_by_sha256() -> Result<()> {
+    let built = std::fs::read(wasm_module())?;
+    let runtime = tokio::runtime::Runtime::new()?;
+    let modules = runtime.block_on(serve_file(built.clone()))?;
+    let scripts = [(
+        "/ok",
+        vec![
+            Step::Headers(200, vec![("content-type", "application/grpc-web")], false),
+            Step::Data(
+                [frame(0, b"hi"), frame(0x80, b"grpc-status:0\r\n")].concat(),
+                false,
+            ),
+            Step::Data(vec![], true),
+        ],
+    )];
+    let web = runtime.block_on(http1_server(std::sync::Arc::new(
+        scripts.into_iter().collect(),
+    )))?;
+
+    let mut ports: std::collections::HashMap<u16, u16> = Graph::load()?
+        .ports()
+        .into_iter()
+        .map(|p| Ok((p, free_port()?)))
+        .collect::<Result<_>>()?;
+    ports.insert(8081, web.port());
+    ports.insert(8090, modules.port());
+    let config = local_envoy_config(
+        &repo_root().join("envoy/remote-wasm.yaml"),
+        &ports,
+        &wasm_module(),
+    )?;
+    let text = serde_json::to_string(&config)?
+        .replace("SHA256_OF_GRPC_WEB_BRIDGE_WASM", &sha256_hex(&built));
+    let dir = std::env::temp_dir().join(format!("remote-wasm-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    std::fs::write(dir.join("edge.json"), text)?;
+    let mut envoy = spawn(
+        Command::new(envoy_binary())
+            .arg("-c")
+            .arg(dir.join("edge.json"))
+            .args(["--disable-hot-restart", "--concurrency", "1"]),
+        &dir.join("edge.log"),
+    )?;
+    let admin = SocketAddr::from(([127, 0, 0, 1], ports[&9901]));
+    let edge = SocketAddr::from(([127, 0, 0, 1], ports[&8080]));
+    let result = (|| {
+        wait_for("remote-wasm edge", || envoy_ready(admin))?;
+        let received = runtime.block_on(h2_call(edge, "/ok", &[], &frame(0, b"")))?;
+        ensure!(received.grpc_status() == Some("0"), "{received:?}");
+        ensure!(received.body == frame(0, b"hi"), "{received:?}");
+        Ok(())
+    })();
+    let _ = envoy.kill();
+    let _ = envoy.wait();
+    if result.is_err() {
+        eprintln!(
+            "{}",
+            std::fs::read_to_string(dir.join("edge.log")).unwrap_or_default()
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    result
 }
