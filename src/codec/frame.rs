@@ -212,11 +212,6 @@ impl FrameScanner {
         }
     }
 
-    /// Whether the trailer frame has been seen.
-    pub fn ended(&self) -> bool {
-        matches!(self.scan, Scan::Ended)
-    }
-
     /// Scans one chunk, appending what it found to `out`.
     pub fn push(&mut self, mut chunk: Bytes, out: &mut Vec<Piece>) -> Result<(), ErrorKind> {
         while !chunk.is_empty() {

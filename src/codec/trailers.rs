@@ -29,10 +29,6 @@ impl Metadata {
         self.0.push((name.to_ascii_lowercase(), value.into()));
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
-
     pub fn iter(&self) -> impl Iterator<Item = (&str, &[u8])> {
         self.0.iter().map(|(n, v)| (n.as_str(), v.as_slice()))
     }

@@ -135,9 +135,7 @@ fn compose_envoys_mount_the_module_where_their_configs_load_it() -> Result<()> {
 #[test]
 fn native_topology_starts_exactly_the_compose_services_with_their_configs() -> Result<()> {
     let runtime = tokio::runtime::Runtime::new()?;
-    let listener = runtime.block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))?;
-    let server = listener.local_addr()?;
-    runtime.spawn(bridge_peers::interop_server::serve(listener));
+    let server = bridge_peers::harness::interop_server(&runtime)?;
     let topology = Topology::start(Hop::Nginx, Upstream::Server(server))?;
 
     let graph = Graph::load()?;

@@ -201,9 +201,7 @@ fn both_images_round_trip_a_registry_and_the_pulled_module_serves_a_call() -> Re
     let module = registry.dir.join("pulled-plugin.wasm");
     std::fs::write(&module, &from_compat)?;
     let runtime = tokio::runtime::Runtime::new()?;
-    let listener = runtime.block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))?;
-    let server = listener.local_addr()?;
-    runtime.spawn(bridge_peers::interop_server::serve(listener));
+    let server = bridge_peers::harness::interop_server(&runtime)?;
     let topology = Topology::start_with_module(Hop::Nginx, Upstream::Server(server), &module)?;
     let case = bridge_peers::interop_client::CASES
         .iter()

@@ -108,9 +108,7 @@ async fn stream_lateness(target: &str) -> Result<Vec<Duration>> {
 
 fn main() -> Result<()> {
     let runtime = tokio::runtime::Runtime::new()?;
-    let listener = runtime.block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))?;
-    let server = listener.local_addr()?;
-    runtime.spawn(bridge_peers::interop_server::serve(listener));
+    let server = bridge_peers::harness::interop_server(&runtime)?;
     let bridged = Topology::start(Hop::Nginx, Upstream::Server(server))?;
     let bridged_h2 = Topology::start(Hop::DirectHttp2, Upstream::Server(server))?;
     let plain = Topology::start(Hop::PlainHttp2, Upstream::Server(server))?;

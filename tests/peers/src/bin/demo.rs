@@ -14,9 +14,7 @@ fn main() -> Result<()> {
         Some(other) => anyhow::bail!("unknown hop {other:?}: use nginx, http1, http2 or plain"),
     };
     let runtime = tokio::runtime::Runtime::new()?;
-    let listener = runtime.block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))?;
-    let server = listener.local_addr()?;
-    runtime.spawn(bridge_peers::interop_server::serve(listener));
+    let server = bridge_peers::harness::interop_server(&runtime)?;
     let topology = Topology::start(hop, Upstream::Server(server))?;
     println!(
         "topology: client → edge {} → {hop:?} → origin {} → server {server}",
