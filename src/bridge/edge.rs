@@ -369,6 +369,7 @@ fn move_metadata_out_of_headers(host: &mut dyn Host) -> Metadata {
         }
     }
     let mut removed: Vec<&str> = moved.iter().map(|(name, _)| name).collect();
+    removed.sort_unstable();
     removed.dedup();
     for name in removed {
         host.remove_header(Map::ResponseHeaders, name);

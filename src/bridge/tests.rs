@@ -42,6 +42,15 @@ fn trailer_frame(block: &[u8], compressed: bool) -> Vec<u8> {
     out.to_vec()
 }
 
+/// Asserts the `grpc-status` and decoded `grpc-message` of a header map.
+fn assert_status(fields: &Metadata, code: &str, message: &str) {
+    assert_eq!(
+        status_of(fields),
+        (code.to_string(), message.to_string()),
+        "{fields:?}"
+    );
+}
+
 fn status_of(fields: &Metadata) -> (String, String) {
     let text =
         |name| String::from_utf8(decode_grpc_message(fields.get(name).unwrap_or(b""))).unwrap();
@@ -72,6 +81,16 @@ fn unbase64(text: &[u8]) -> Vec<u8> {
     decoder.push(text, &mut out).unwrap();
     decoder.finish(&mut out).unwrap();
     out
+}
+
+#[test]
+fn marker_secret_must_match_in_length_and_every_byte() {
+    use super::secret_matches;
+    assert!(secret_matches(b"s3cret-s3cret", b"s3cret-s3cret"));
+    assert!(!secret_matches(b"s3cret-s3creT", b"s3cret-s3cret"));
+    assert!(!secret_matches(b"s3cret", b"s3cret-s3cret"));
+    assert!(!secret_matches(b"s3cret-s3cret-and-more", b"s3cret-s3cret"));
+    assert!(!secret_matches(b"", b"s3cret-s3cret"));
 }
 
 mod edge {
@@ -174,12 +193,10 @@ mod edge {
         );
         let reply = deliver_reply(&mut host, &mut edge);
         assert_eq!(reply.get("content-type"), Some(&b"application/grpc"[..]));
-        assert_eq!(
-            status_of(&reply),
-            (
-                "8".into(),
-                "grpc-web-bridge: client sent a 1025-byte frame, over the 1024-byte limit".into()
-            )
+        assert_status(
+            &reply,
+            "8",
+            "grpc-web-bridge: client sent a 1025-byte frame, over the 1024-byte limit",
         );
         assert!(
             host.counters
@@ -312,12 +329,10 @@ mod edge {
         host.send_response_body(&mut edge, &message(b"x"), false);
         host.send_response_body(&mut edge, b"", true);
         assert_eq!(host.downstream_body, message(b"x"));
-        assert_eq!(
-            status_of(&host.response_trailers),
-            (
-                "13".into(),
-                "grpc-web-bridge: upstream ended the response without trailers".into()
-            )
+        assert_status(
+            &host.response_trailers,
+            "13",
+            "grpc-web-bridge: upstream ended the response without trailers",
         );
         assert!(
             host.counters
@@ -335,12 +350,10 @@ mod edge {
             true,
         );
         assert_eq!(host.response_trailers.get("x-a"), Some(&b"1"[..]));
-        assert_eq!(
-            status_of(&host.response_trailers),
-            (
-                "2".into(),
-                "grpc-web-bridge: upstream sent trailers without grpc-status".into()
-            )
+        assert_status(
+            &host.response_trailers,
+            "2",
+            "grpc-web-bridge: upstream sent trailers without grpc-status",
         );
     }
 
@@ -422,13 +435,8 @@ mod edge {
             } else {
                 host.response_trailers.clone()
             };
-            assert_eq!(
-                status_of(&status_block),
-                (
-                    grpc.into(),
-                    format!("grpc-web-bridge: upstream answered with HTTP status {http}")
-                )
-            );
+            let message = format!("grpc-web-bridge: upstream answered with HTTP status {http}");
+            assert_status(&status_block, grpc, &message);
             assert!(host.downstream_body.is_empty());
         }
     }
@@ -445,12 +453,10 @@ mod edge {
         host.clock_millis += 100;
         host.send_response_headers(&mut edge, &[(":status", "504")], true);
         let headers = host.downstream_headers.unwrap();
-        assert_eq!(
-            status_of(&headers),
-            (
-                "4".into(),
-                "grpc-web-bridge: deadline exceeded before the upstream answered".into()
-            )
+        assert_status(
+            &headers,
+            "4",
+            "grpc-web-bridge: deadline exceeded before the upstream answered",
         );
     }
 
@@ -590,12 +596,10 @@ mod origin {
             reply.get("content-type"),
             Some(&b"application/grpc-web"[..])
         );
-        assert_eq!(
-            status_of(&reply),
-            (
-                "16".into(),
-                "grpc-web-bridge: client sent a bridge marker with a wrong secret".into()
-            )
+        assert_status(
+            &reply,
+            "16",
+            "grpc-web-bridge: client sent a bridge marker with a wrong secret",
         );
         assert_eq!(
             host.counters,
@@ -645,12 +649,10 @@ mod origin {
             reply.get("content-type"),
             Some(&b"application/grpc-web-text"[..])
         );
-        assert_eq!(
-            status_of(&reply),
-            (
-                "13".into(),
-                "grpc-web-bridge: client sent invalid base64 at offset 6".into()
-            )
+        assert_status(
+            &reply,
+            "13",
+            "grpc-web-bridge: client sent invalid base64 at offset 6",
         );
     }
 

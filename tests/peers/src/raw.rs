@@ -42,27 +42,40 @@ fn header_map(fields: &[(&'static str, &'static str)]) -> Result<HeaderMap> {
     Ok(map)
 }
 
-/// Serves `scripts` over cleartext HTTP/2 on an ephemeral loopback port.
-pub async fn h2_server(scripts: Scripts) -> Result<SocketAddr> {
+/// Accepts connections on an ephemeral loopback port, each handled by
+/// `handle` on its own task, until the runtime stops.
+pub async fn serve_each<F, Fut>(handle: F) -> Result<SocketAddr>
+where
+    F: Fn(TcpStream) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
     let listener = TcpListener::bind("127.0.0.1:0").await?;
     let address = listener.local_addr()?;
     tokio::spawn(async move {
         while let Ok((socket, _)) = listener.accept().await {
-            let scripts = scripts.clone();
-            tokio::spawn(async move {
-                let Ok(mut connection) = h2::server::handshake(socket).await else {
-                    return;
-                };
-                while let Some(Ok((request, respond))) = connection.accept().await {
-                    let scripts = scripts.clone();
-                    tokio::spawn(async move {
-                        let _ = h2_reply(request, respond, &scripts).await;
-                    });
-                }
-            });
+            tokio::spawn(handle(socket));
         }
     });
     Ok(address)
+}
+
+/// Serves `scripts` over cleartext HTTP/2 on an ephemeral loopback port.
+pub async fn h2_server(scripts: Scripts) -> Result<SocketAddr> {
+    serve_each(move |socket| {
+        let scripts = scripts.clone();
+        async move {
+            let Ok(mut connection) = h2::server::handshake(socket).await else {
+                return;
+            };
+            while let Some(Ok((request, respond))) = connection.accept().await {
+                let scripts = scripts.clone();
+                tokio::spawn(async move {
+                    let _ = h2_reply(request, respond, &scripts).await;
+                });
+            }
+        }
+    })
+    .await
 }
 
 async fn h2_reply(
@@ -115,17 +128,13 @@ async fn h2_reply(
 /// Serves `scripts` as an HTTP/1.1 gRPC-web server, one request per
 /// connection (it answers `connection: close`).
 pub async fn http1_server(scripts: Scripts) -> Result<SocketAddr> {
-    let listener = TcpListener::bind("127.0.0.1:0").await?;
-    let address = listener.local_addr()?;
-    tokio::spawn(async move {
-        while let Ok((socket, _)) = listener.accept().await {
-            let scripts = scripts.clone();
-            tokio::spawn(async move {
-                let _ = http1_reply(socket, &scripts).await;
-            });
+    serve_each(move |socket| {
+        let scripts = scripts.clone();
+        async move {
+            let _ = http1_reply(socket, &scripts).await;
         }
-    });
-    Ok(address)
+    })
+    .await
 }
 
 async fn http1_reply(socket: TcpStream, scripts: &Scripts) -> Result<()> {

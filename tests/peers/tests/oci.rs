@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, bail, ensure};
 use bridge_peers::graph::Graph;
-use bridge_peers::raw::{Step, frame, h2_call, http1_server};
+use bridge_peers::raw::{Step, frame, h2_call, http1_server, serve_each};
 use bridge_peers::topology::{
     Hop, Topology, Upstream, envoy_binary, envoy_ready, free_port, http_get, local_envoy_config,
     repo_root, spawn, wait_for, wasm_module,
@@ -220,24 +220,21 @@ fn both_images_round_trip_a_registry_and_the_pulled_module_serves_a_call() -> Re
 /// Serves one file over HTTP/1.1 on loopback, as a module server would.
 async fn serve_file(bytes: Vec<u8>) -> Result<SocketAddr> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let address = listener.local_addr()?;
-    tokio::spawn(async move {
-        while let Ok((mut socket, _)) = listener.accept().await {
-            let bytes = bytes.clone();
-            tokio::spawn(async move {
-                let mut request = [0; 4096];
-                let _ = socket.read(&mut request).await;
-                let head = format!(
-                    "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
-                    bytes.len()
-                );
-                let _ = socket.write_all(head.as_bytes()).await;
-                let _ = socket.write_all(&bytes).await;
-            });
+    let bytes = std::sync::Arc::new(bytes);
+    serve_each(move |mut socket| {
+        let bytes = bytes.clone();
+        async move {
+            let mut request = [0; 4096];
+            let _ = socket.read(&mut request).await;
+            let head = format!(
+                "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+                bytes.len()
+            );
+            let _ = socket.write_all(head.as_bytes()).await;
+            let _ = socket.write_all(&bytes).await;
         }
-    });
-    Ok(address)
+    })
+    .await
 }
 
 #[test]
