@@ -3,9 +3,9 @@
 //! hostcalls, because the SDK's wrappers panic on any non-OK status and a
 //! panic traps the whole VM (every later request on the worker would fail).
 
-use std::cell::{Cell, RefCell};
-use std::collections::{HashMap, HashSet};
-use std::rc::Rc;
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::rc::{Rc, Weak};
 
 use bytes::Bytes;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
@@ -25,15 +25,21 @@ proxy_wasm::main! {{
     proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(Root::default()) });
 }}
 
+/// A stream's state machine, shared by its context and, while its timer is
+/// armed, the worker's timer table.
+type SharedBridge = Rc<RefCell<Box<dyn StreamBridge>>>;
+
 thread_local! {
-    /// This worker's release queue (each worker runs its own VM).
-    static QUEUE: Cell<Option<u32>> = const { Cell::new(None) };
-    /// Streams resumed by the queue or the header timer since their last callback.
-    static RELEASED: RefCell<HashSet<u32>> = RefCell::new(HashSet::new());
-    /// Header-release deadlines (ms since the epoch), by stream.
+    /// Timers by stream (ms since the epoch); each worker runs its own VM.
     static TIMERS: RefCell<HashMap<u32, u64>> = RefCell::new(HashMap::new());
+    /// The state machines of streams with an armed timer, for `on_tick`.
+    static TIMED: RefCell<HashMap<u32, SharedBridge>> =
+        RefCell::new(HashMap::new());
     static METRICS: RefCell<HashMap<String, u32>> = RefCell::new(HashMap::new());
 }
+
+/// How often armed timers are checked; ticks run only while one is armed.
+const TICK_MS: u32 = 10;
 
 #[derive(Default)]
 struct Root {
@@ -46,36 +52,16 @@ impl RootContext for Root {
     fn on_configure(&mut self, _size: usize) -> bool {
         let json =
             raw::get_buffer(raw::BUFFER_PLUGIN_CONFIGURATION, 0, usize::MAX).unwrap_or_default();
-        let config = match Config::from_json(&json) {
-            Ok(config) => config,
+        match Config::from_json(&json) {
+            Ok(config) => {
+                log::info!("grpc-web-bridge: configured as {:?}", config.side);
+                self.config = Some(Rc::new(config));
+                true
+            }
             Err(error) => {
                 log::error!("grpc-web-bridge: {error}");
-                return false;
+                false
             }
-        };
-        if config.side == Side::Origin {
-            // One fixed name would be taken over by the last worker to
-            // register it, and the other workers' streams never released.
-            let name = format!("grpc-web-bridge/release/{}", raw::next_worker_number());
-            match raw::register_shared_queue(&name) {
-                Some(id) => QUEUE.with(|queue| queue.set(Some(id))),
-                None => {
-                    log::error!("grpc-web-bridge: cannot register the release queue {name}");
-                    return false;
-                }
-            }
-        }
-        log::info!("grpc-web-bridge: configured as {:?}", config.side);
-        self.config = Some(Rc::new(config));
-        true
-    }
-
-    fn on_queue_ready(&mut self, queue_id: u32) {
-        while let Some(item) = raw::dequeue_shared_queue(queue_id) {
-            let Ok(id) = <[u8; 4]>::try_from(item.as_slice()).map(u32::from_le_bytes) else {
-                continue;
-            };
-            release(id);
         }
     }
 
@@ -85,17 +71,33 @@ impl RootContext for Root {
             let mut timers = timers.borrow_mut();
             let due = timers
                 .iter()
-                .filter(|(_, deadline)| **deadline <= now)
+                .filter(|(_, at)| **at <= now)
                 .map(|(id, _)| *id)
                 .collect();
-            timers.retain(|_, deadline| *deadline > now);
-            if timers.is_empty() {
-                raw::set_tick_period(0);
-            }
+            timers.retain(|_, at| *at > now);
             due
         });
         for id in due {
-            release(id);
+            let Some(bridge) = TIMED.with(|timed| timed.borrow_mut().remove(&id)) else {
+                continue;
+            };
+            // A stream that ended meanwhile is skipped.
+            if raw::set_effective_context(id) {
+                let side = self.config.as_ref().map_or(Side::Edge, |c| c.side);
+                let mut host = EnvoyHost {
+                    id,
+                    side,
+                    bridge: Rc::downgrade(&bridge),
+                };
+                // Busy only if Envoy re-entered the module from a callback of
+                // this stream; the timer is then moot.
+                if let Ok(mut bridge) = bridge.try_borrow_mut() {
+                    bridge.on_timer(&mut host);
+                }
+            }
+        }
+        if TIMERS.with(|timers| timers.borrow().is_empty()) {
+            raw::set_tick_period(0);
         }
     }
 
@@ -105,10 +107,12 @@ impl RootContext for Root {
             Side::Edge => Box::new(Edge::new(config.clone())),
             Side::Origin => Box::new(Origin::new(config.clone())),
         };
+        let bridge = Rc::new(RefCell::new(bridge));
         Some(Box::new(Stream {
             host: EnvoyHost {
                 id: context_id,
                 side: config.side,
+                bridge: Rc::downgrade(&bridge),
             },
             bridge,
         }))
@@ -119,21 +123,9 @@ impl RootContext for Root {
     }
 }
 
-/// Resumes a held response; a stream the client cancelled meanwhile is gone
-/// and skipped.
-fn release(id: u32) {
-    if raw::set_effective_context(id) {
-        RELEASED.with(|released| released.borrow_mut().insert(id));
-        raw::resume_http_response();
-    }
-}
-
-/// How often the header timers are checked while any is armed.
-const TICK_MS: u32 = 10;
-
 struct Stream {
     host: EnvoyHost,
-    bridge: Box<dyn StreamBridge>,
+    bridge: SharedBridge,
 }
 
 fn to_wasm(action: Action) -> WasmAction {
@@ -143,51 +135,49 @@ fn to_wasm(action: Action) -> WasmAction {
     }
 }
 
+impl Stream {
+    fn call(
+        &mut self,
+        callback: impl FnOnce(&mut dyn StreamBridge, &mut EnvoyHost) -> Action,
+    ) -> WasmAction {
+        to_wasm(callback(self.bridge.borrow_mut().as_mut(), &mut self.host))
+    }
+}
+
 impl Context for Stream {
     fn on_done(&mut self) -> bool {
-        RELEASED.with(|released| released.borrow_mut().remove(&self.host.id));
-        TIMERS.with(|timers| timers.borrow_mut().remove(&self.host.id));
+        self.host.cancel_timer();
         true
     }
 }
 
 impl HttpContext for Stream {
     fn on_http_request_headers(&mut self, _: usize, end_of_stream: bool) -> WasmAction {
-        to_wasm(
-            self.bridge
-                .on_request_headers(&mut self.host, end_of_stream),
-        )
+        self.call(|bridge, host| bridge.on_request_headers(host, end_of_stream))
     }
 
     fn on_http_request_body(&mut self, size: usize, end_of_stream: bool) -> WasmAction {
-        to_wasm(
-            self.bridge
-                .on_request_body(&mut self.host, size, end_of_stream),
-        )
+        self.call(|bridge, host| bridge.on_request_body(host, size, end_of_stream))
     }
 
     fn on_http_response_headers(&mut self, _: usize, end_of_stream: bool) -> WasmAction {
-        to_wasm(
-            self.bridge
-                .on_response_headers(&mut self.host, end_of_stream),
-        )
+        self.call(|bridge, host| bridge.on_response_headers(host, end_of_stream))
     }
 
     fn on_http_response_body(&mut self, size: usize, end_of_stream: bool) -> WasmAction {
-        to_wasm(
-            self.bridge
-                .on_response_body(&mut self.host, size, end_of_stream),
-        )
+        self.call(|bridge, host| bridge.on_response_body(host, size, end_of_stream))
     }
 
     fn on_http_response_trailers(&mut self, _: usize) -> WasmAction {
-        to_wasm(self.bridge.on_response_trailers(&mut self.host))
+        self.call(|bridge, host| bridge.on_response_trailers(host))
     }
 }
 
 struct EnvoyHost {
     id: u32,
     side: Side,
+    /// The stream's own state machine, registered while its timer is armed.
+    bridge: Weak<RefCell<Box<dyn StreamBridge>>>,
 }
 
 fn map_type(map: Map) -> u32 {
@@ -250,15 +240,6 @@ impl Host for EnvoyHost {
         );
     }
 
-    fn append_body(&mut self, body: Body, data: &[u8]) {
-        // A start past the end appends (Envoy's Buffer::copyFrom).
-        let end = u32::MAX as usize;
-        raw::check(
-            "append body",
-            raw::set_buffer(buffer_type(body), end, 0, data),
-        );
-    }
-
     fn send_reply(&mut self, headers: &Metadata) {
         raw::check(
             "local reply",
@@ -266,21 +247,18 @@ impl Host for EnvoyHost {
         );
     }
 
-    fn release_later(&mut self) {
-        match QUEUE.with(Cell::get) {
-            Some(queue) => raw::check(
-                "enqueue",
-                raw::enqueue_shared_queue(queue, &self.id.to_le_bytes()),
-            ),
-            None => log::error!("grpc-web-bridge: no release queue on this worker"),
-        }
+    fn reset(&mut self) {
+        raw::check("reset", raw::close_response());
     }
 
-    fn release_headers_after(&mut self, millis: u32) {
-        let deadline = raw::now_millis() + u64::from(millis);
+    fn arm_timer(&mut self, at_millis: u64) {
+        let Some(bridge) = self.bridge.upgrade() else {
+            return;
+        };
+        TIMED.with(|timed| timed.borrow_mut().insert(self.id, bridge));
         let first = TIMERS.with(|timers| {
             let mut timers = timers.borrow_mut();
-            timers.insert(self.id, deadline);
+            timers.insert(self.id, at_millis);
             timers.len() == 1
         });
         if first {
@@ -288,12 +266,13 @@ impl Host for EnvoyHost {
         }
     }
 
-    fn cancel_header_release(&mut self) {
+    fn cancel_timer(&mut self) {
         TIMERS.with(|timers| timers.borrow_mut().remove(&self.id));
+        TIMED.with(|timed| timed.borrow_mut().remove(&self.id));
     }
 
-    fn take_released(&mut self) -> bool {
-        RELEASED.with(|released| released.borrow_mut().remove(&self.id))
+    fn response_details(&self) -> Option<Vec<u8>> {
+        raw::get_property(b"response\0code_details")
     }
 
     fn now_millis(&self) -> u64 {
@@ -327,7 +306,6 @@ mod raw {
     const STREAM_HTTP_RESPONSE: u32 = 1;
     const METRIC_COUNTER: u32 = 0;
     const OK: u32 = 0;
-    const CAS_MISMATCH: u32 = 8;
 
     #[link(wasm_import_module = "env")]
     unsafe extern "C" {
@@ -379,25 +357,14 @@ mod raw {
             headers_len: usize,
             grpc_status: i32,
         ) -> u32;
-        fn proxy_register_shared_queue(name: *const u8, name_len: usize, id: *mut u32) -> u32;
-        fn proxy_enqueue_shared_queue(id: u32, data: *const u8, len: usize) -> u32;
-        fn proxy_dequeue_shared_queue(id: u32, data: *mut *mut u8, len: *mut usize) -> u32;
-        fn proxy_get_shared_data(
-            key: *const u8,
-            key_len: usize,
+        fn proxy_set_effective_context(id: u32) -> u32;
+        fn proxy_close_stream(stream: u32) -> u32;
+        fn proxy_get_property(
+            path: *const u8,
+            path_len: usize,
             value: *mut *mut u8,
             value_len: *mut usize,
-            cas: *mut u32,
         ) -> u32;
-        fn proxy_set_shared_data(
-            key: *const u8,
-            key_len: usize,
-            value: *const u8,
-            value_len: usize,
-            cas: u32,
-        ) -> u32;
-        fn proxy_set_effective_context(id: u32) -> u32;
-        fn proxy_continue_stream(stream: u32) -> u32;
         fn proxy_define_metric(kind: u32, name: *const u8, name_len: usize, id: *mut u32) -> u32;
         fn proxy_increment_metric(id: u32, offset: i64) -> u32;
         fn proxy_get_current_time_nanoseconds(time: *mut u64) -> u32;
@@ -513,62 +480,23 @@ mod raw {
         }
     }
 
-    pub fn register_shared_queue(name: &str) -> Option<u32> {
-        let mut id = 0;
-        // SAFETY: a live &str and local.
-        let status = unsafe { proxy_register_shared_queue(name.as_ptr(), name.len(), &mut id) };
-        (status == OK).then_some(id)
-    }
-
-    pub fn enqueue_shared_queue(queue: u32, item: &[u8]) -> u32 {
-        // SAFETY: a live slice.
-        unsafe { proxy_enqueue_shared_queue(queue, item.as_ptr(), item.len()) }
-    }
-
-    pub fn dequeue_shared_queue(queue: u32) -> Option<Vec<u8>> {
-        let (mut data, mut len) = (null_mut(), 0);
-        // SAFETY: pointers to live locals.
-        let status = unsafe { proxy_dequeue_shared_queue(queue, &mut data, &mut len) };
-        if status == OK && data.is_null() {
-            return Some(Vec::new());
-        }
-        owned(status, data, len)
-    }
-
-    /// A number no other worker of this VM got: a shared-data counter
-    /// advanced with compare-and-swap.
-    pub fn next_worker_number() -> u64 {
-        const KEY: &str = "grpc-web-bridge/next-worker";
-        loop {
-            let (mut data, mut len, mut cas) = (null_mut(), 0, 0);
-            // SAFETY: pointers to live locals.
-            let status = unsafe {
-                proxy_get_shared_data(KEY.as_ptr(), KEY.len(), &mut data, &mut len, &mut cas)
-            };
-            let current = owned(status, data, len)
-                .and_then(|bytes| <[u8; 8]>::try_from(bytes.as_slice()).ok())
-                .map_or(0, u64::from_le_bytes);
-            let next = (current + 1).to_le_bytes();
-            // SAFETY: live slices.
-            let status = unsafe {
-                proxy_set_shared_data(KEY.as_ptr(), KEY.len(), next.as_ptr(), next.len(), cas)
-            };
-            if status != CAS_MISMATCH {
-                return current;
-            }
-        }
-    }
-
     pub fn set_effective_context(id: u32) -> bool {
         // SAFETY: no pointers.
         unsafe { proxy_set_effective_context(id) == OK }
     }
 
-    pub fn resume_http_response() {
+    /// A property by its path (segments joined by NUL).
+    pub fn get_property(path: &[u8]) -> Option<Vec<u8>> {
+        let (mut data, mut len) = (null_mut(), 0);
+        // SAFETY: a live slice and pointers to live locals.
+        let status = unsafe { proxy_get_property(path.as_ptr(), path.len(), &mut data, &mut len) };
+        owned(status, data, len)
+    }
+
+    /// Resets the current stream; Envoy ends both directions.
+    pub fn close_response() -> u32 {
         // SAFETY: no pointers.
-        check("resume response", unsafe {
-            proxy_continue_stream(STREAM_HTTP_RESPONSE)
-        });
+        unsafe { proxy_close_stream(STREAM_HTTP_RESPONSE) }
     }
 
     pub fn define_counter(name: &str) -> Option<u32> {

@@ -35,17 +35,18 @@ pub struct Config {
     /// Origin only: also convert unmarked gRPC-web from browsers.
     #[serde(default)]
     pub serve_browsers: bool,
-    /// Origin only: how long response headers may be held while the request
-    /// is open and idle (the client may be waiting for them), in ms.
-    #[serde(default = "default_header_hold_ms")]
-    pub header_hold_ms: u32,
+    /// How long after a call's deadline the upstream may still end the call
+    /// itself (it got the same `grpc-timeout`) once response headers have
+    /// left; then the stream is reset. In ms.
+    #[serde(default = "default_deadline_grace_ms")]
+    pub deadline_grace_ms: u32,
 }
 
-/// Default for `header_hold_ms`.
-pub const DEFAULT_HEADER_HOLD_MS: u32 = 50;
+/// Default for `deadline_grace_ms`.
+pub const DEFAULT_DEADLINE_GRACE_MS: u32 = 1000;
 
-fn default_header_hold_ms() -> u32 {
-    DEFAULT_HEADER_HOLD_MS
+fn default_deadline_grace_ms() -> u32 {
+    DEFAULT_DEADLINE_GRACE_MS
 }
 
 fn default_marker_header() -> String {
@@ -107,10 +108,10 @@ impl Config {
                 self.max_frame_bytes
             ));
         }
-        if !(1..=60_000).contains(&self.header_hold_ms) {
+        if !(1..=60_000).contains(&self.deadline_grace_ms) {
             return Err(format!(
-                "header_hold_ms: {} must be between 1 and 60000",
-                self.header_hold_ms
+                "deadline_grace_ms: {} must be between 1 and 60000",
+                self.deadline_grace_ms
             ));
         }
         if self.serve_browsers && self.side == Side::Edge {
@@ -144,7 +145,7 @@ mod tests {
     fn every_field_is_read() {
         let json = format!(
             r#"{{"side":"origin","marker_header":"x-bridged","marker_secret":"{SECRET}",
-                "max_frame_bytes":1024,"serve_browsers":true,"header_hold_ms":20}}"#
+                "max_frame_bytes":1024,"serve_browsers":true,"deadline_grace_ms":20}}"#
         );
         let config = Config::from_json(json.as_bytes()).unwrap();
         assert_eq!(
@@ -155,7 +156,7 @@ mod tests {
                 marker_secret: SECRET.into(),
                 max_frame_bytes: 1024,
                 serve_browsers: true,
-                header_hold_ms: 20,
+                deadline_grace_ms: 20,
             }
         );
     }
@@ -195,6 +196,10 @@ mod tests {
             (
                 r#"{"side":"edge","marker_secret":"0123456789abcde\n"}"#,
                 "marker_secret",
+            ),
+            (
+                r#"{"side":"edge","marker_secret":"0123456789abcdef","deadline_grace_ms":0}"#,
+                "deadline_grace_ms",
             ),
             ("not json", "invalid configuration"),
         ];

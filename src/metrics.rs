@@ -12,9 +12,9 @@ pub enum Counter {
     BrowserConverted,
     /// A request was left untouched (not gRPC, or gRPC-web the side does not convert).
     PassedThrough,
-    /// Origin: trailers came after headers released early and no message,
-    /// so they could not be framed and left as real trailers.
-    TrailersNotFramed,
+    /// A call was still open `deadline_grace_ms` after its deadline, with
+    /// response headers already sent, so the stream was reset.
+    DeadlineReset,
     /// A protocol error, by who caused it and what it was.
     Error(Peer, &'static str),
 }
@@ -34,7 +34,7 @@ impl Counter {
             Counter::Converted => "converted",
             Counter::BrowserConverted => "browser_converted",
             Counter::PassedThrough => "passed_through",
-            Counter::TrailersNotFramed => "trailers_not_framed",
+            Counter::DeadlineReset => "deadline_reset",
             Counter::Error(peer, kind) => {
                 let peer = match peer {
                     Peer::Downstream => "downstream",
@@ -54,7 +54,9 @@ fn slug(kind: &ErrorKind) -> &'static str {
         ErrorKind::TruncatedFrame { .. } => "truncated_frame",
         ErrorKind::DataAfterTrailers => "data_after_trailers",
         ErrorKind::UnexpectedTrailerFrame => "unexpected_trailer_frame",
-        ErrorKind::InvalidBase64 { .. } | ErrorKind::TruncatedBase64 { .. } => "invalid_base64",
+        ErrorKind::InvalidBase64 { .. }
+        | ErrorKind::TruncatedBase64 { .. }
+        | ErrorKind::InvalidBase64Text => "invalid_base64",
         ErrorKind::MalformedTrailerLine { .. }
         | ErrorKind::InvalidTrailerName { .. }
         | ErrorKind::InvalidTrailerValue { .. }
@@ -62,6 +64,7 @@ fn slug(kind: &ErrorKind) -> &'static str {
         ErrorKind::UnsupportedTrailerCompression => "unsupported_trailer_compression",
         ErrorKind::MissingTrailers => "missing_trailers",
         ErrorKind::MissingStatus => "missing_status",
+        ErrorKind::InvalidStatus(_) => "invalid_status",
         ErrorKind::HttpStatus(_) => "http_status",
         ErrorKind::NotGrpc => "not_grpc",
         ErrorKind::InvalidMarker => "invalid_marker",

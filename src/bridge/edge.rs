@@ -20,13 +20,10 @@ use bytes::Bytes;
 use flate2::read::{GzDecoder, ZlibDecoder};
 
 use super::{
-    Action, Body, FrameReader, Host, Map, StreamBridge, content_type, error_fields, reply_error,
-    report,
+    Action, Body, Deadline, FrameReader, Host, Map, StreamBridge, content_type, error_fields,
+    reply_error, report, settle_map, settle_status,
 };
-use crate::codec::{
-    ContentType, Error, ErrorKind, Metadata, Peer, Protocol, decode_trailer_block,
-    parse_grpc_timeout,
-};
+use crate::codec::{ContentType, Error, ErrorKind, Metadata, Peer, Protocol, decode_trailer_block};
 use crate::config::Config;
 use crate::metrics::Counter;
 
@@ -82,8 +79,7 @@ pub struct Edge {
     config: Rc<Config>,
     request: Request,
     response: Response,
-    /// When the call's `grpc-timeout` runs out (ms on the host clock).
-    deadline: Option<u64>,
+    deadline: Option<Deadline>,
 }
 
 impl Edge {
@@ -97,6 +93,7 @@ impl Edge {
     }
 
     fn fail_request(&mut self, host: &mut dyn Host, error: Error) -> Action {
+        host.cancel_timer();
         reply_error(host, &error);
         self.request = Request::Done;
         self.response = Response::LocalReply;
@@ -110,7 +107,7 @@ impl Edge {
         host: &mut dyn Host,
         upstream: Option<Metadata>,
     ) -> Option<Metadata> {
-        let fields = match std::mem::replace(&mut self.response, Response::Done) {
+        let mut fields = match std::mem::replace(&mut self.response, Response::Done) {
             Response::Failing(error) => error_fields(&error),
             Response::Web(body) => {
                 let found = body
@@ -118,13 +115,6 @@ impl Edge {
                     .or(body.header_trailers)
                     .or(upstream.filter(|t| t.get("grpc-status").is_some()));
                 match found {
-                    Some(mut fields) if fields.get("grpc-status").is_none() => {
-                        let error = ErrorKind::MissingStatus.from(Peer::Upstream);
-                        report(host, &error);
-                        fields.0.retain(|(name, _)| name != "grpc-message");
-                        fields.0.extend(error_fields(&error).0);
-                        fields
-                    }
                     Some(fields) => fields,
                     None => {
                         let error = ErrorKind::MissingTrailers.from(Peer::Upstream);
@@ -138,14 +128,17 @@ impl Edge {
                 return None;
             }
         };
+        host.cancel_timer();
+        let passed = Deadline::passed(self.deadline, host);
+        settle_status(host, &mut fields, passed);
         Some(fields)
     }
 
     fn fail_response(&mut self, host: &mut dyn Host, kind: ErrorKind) {
         // Past the deadline, a failing upstream is the deadline's doing.
-        let kind = match self.deadline {
-            Some(deadline) if host.now_millis() >= deadline => ErrorKind::DeadlineExceeded,
-            _ => kind,
+        let kind = match Deadline::passed(self.deadline, host) {
+            true => ErrorKind::DeadlineExceeded,
+            false => kind,
         };
         let error = kind.from(Peer::Upstream);
         report(host, &error);
@@ -173,10 +166,7 @@ impl StreamBridge for Edge {
             self.config.marker_secret.as_bytes(),
         );
         host.count(Counter::Converted);
-        self.deadline = host
-            .header(Map::RequestHeaders, "grpc-timeout")
-            .and_then(|value| parse_grpc_timeout(&value))
-            .map(|millis| host.now_millis().saturating_add(millis));
+        self.deadline = Deadline::start(host);
         self.request = if end_of_stream {
             Request::Done
         } else {
@@ -228,6 +218,7 @@ impl StreamBridge for Edge {
             (Some(b"200"), Some(ct)) if ct.protocol.is_web() => ct,
             (Some(b"200"), Some(_native)) => {
                 // The upstream answered native gRPC itself: nothing to convert.
+                host.cancel_timer();
                 self.response = Response::Done;
                 return Action::Continue;
             }
@@ -257,13 +248,9 @@ impl StreamBridge for Edge {
         let status_in_headers = host.header(Map::ResponseHeaders, "grpc-status").is_some();
         if end_of_stream {
             // Headers that end the stream are already a trailers-only reply.
-            if !status_in_headers {
-                let error = ErrorKind::MissingStatus.from(Peer::Upstream);
-                report(host, &error);
-                for (name, value) in error_fields(&error).iter() {
-                    host.set_header(Map::ResponseHeaders, name, value);
-                }
-            }
+            host.cancel_timer();
+            let passed = Deadline::passed(self.deadline, host);
+            settle_map(host, Map::ResponseHeaders, passed);
             self.response = Response::Done;
             return Action::Continue;
         }
@@ -320,6 +307,18 @@ impl StreamBridge for Edge {
             host.set_headers(Map::ResponseTrailers, &fields);
         }
         Action::Continue
+    }
+
+    fn on_timer(&mut self, host: &mut dyn Host) {
+        match self.response {
+            Response::Waiting => {
+                self.fail_request(host, ErrorKind::DeadlineExceeded.from(Peer::Upstream));
+            }
+            Response::Web(_) | Response::Failing(_) => {
+                Deadline::expire_under_way(&mut self.deadline, host, self.config.deadline_grace_ms)
+            }
+            Response::LocalReply | Response::Done => {}
+        }
     }
 }
 

@@ -1,11 +1,9 @@
 //! A fake Envoy for the state-machine tests. It keeps the behaviour
 //! measured in real Envoy that the machines depend on:
-//! - a paused body chunk stays in the buffer and the next callback sees the
-//!   old bytes followed by the new ones;
 //! - body bytes can only be replaced as a prefix or appended to;
-//! - paused response headers leave with the first released chunk;
-//! - in the trailers callback, bytes appended to the body survive only if a
-//!   chunk was still held, or if the callback pauses and is released.
+//! - trailers added in the last body callback become the response trailers;
+//! - a local reply once response headers have left is a reset;
+//! - a timer fires once, at or after its time, unless cancelled or re-armed.
 
 use bytes::Bytes;
 
@@ -27,15 +25,13 @@ pub struct FakeHost {
     pub downstream_body: Vec<u8>,
     pub downstream_trailers: Option<Metadata>,
     pub reply: Option<Metadata>,
+    pub reset: bool,
     pub counters: Vec<Counter>,
     pub clock_millis: u64,
-    release_queued: bool,
-    /// The header timer's delay, while armed.
-    pub header_timer: Option<u32>,
-    released: bool,
-    headers_held: bool,
-    body_held: bool,
-    in_trailers: bool,
+    /// When the armed timer fires.
+    pub timer: Option<u64>,
+    /// Envoy's `response.code_details`.
+    pub details: Option<Vec<u8>>,
 }
 
 impl FakeHost {
@@ -76,9 +72,8 @@ impl FakeHost {
     ) -> Action {
         self.response_headers = metadata(fields);
         let action = bridge.on_response_headers(self, eos);
-        match action {
-            Action::Continue => self.downstream_headers = Some(self.response_headers.clone()),
-            Action::Pause => self.headers_held = true,
+        if action == Action::Continue {
+            self.downstream_headers = Some(self.response_headers.clone());
         }
         action
     }
@@ -92,9 +87,10 @@ impl FakeHost {
         self.response_buffer.extend_from_slice(chunk);
         let size = self.response_buffer.len();
         let action = bridge.on_response_body(self, size, eos);
-        match action {
-            Action::Continue => self.flush_response(),
-            Action::Pause => self.body_held = true,
+        assert_eq!(action, Action::Continue, "response bodies are never held");
+        self.downstream_body.append(&mut self.response_buffer);
+        if eos && !self.response_trailers.0.is_empty() {
+            self.downstream_trailers = Some(self.response_trailers.clone());
         }
         action
     }
@@ -105,48 +101,19 @@ impl FakeHost {
         fields: &[(&str, &str)],
     ) -> Action {
         self.response_trailers = metadata(fields);
-        self.in_trailers = true;
         let action = bridge.on_response_trailers(self);
-        if action == Action::Continue {
-            if !self.body_held {
-                // Measured: appending with no held chunk, then continuing, loses the bytes.
-                self.response_buffer.clear();
-            }
-            self.flush_response();
-            self.downstream_trailers = Some(self.response_trailers.clone());
-        }
+        assert_eq!(action, Action::Continue, "trailers are never held");
+        self.downstream_trailers = Some(self.response_trailers.clone());
         action
     }
 
-    /// Runs the worker's queue: resumes a response whose release is queued.
-    pub fn run_queue(&mut self) {
-        if std::mem::take(&mut self.release_queued) {
-            self.released = true;
-            self.flush_response();
-            if self.in_trailers {
-                self.downstream_trailers = Some(self.response_trailers.clone());
-            }
+    /// Moves the clock to `millis` and fires the timer if it is due.
+    pub fn advance_to(&mut self, bridge: &mut dyn StreamBridge, millis: u64) {
+        self.clock_millis = millis;
+        if self.timer.is_some_and(|at| at <= millis) {
+            self.timer = None;
+            bridge.on_timer(self);
         }
-    }
-
-    /// The header timer fires: held headers (and any held chunk) leave.
-    pub fn fire_header_timer(&mut self) {
-        if self.header_timer.take().is_some() {
-            self.released = true;
-            self.flush_response();
-        }
-    }
-
-    pub fn release_queued(&self) -> bool {
-        self.release_queued
-    }
-
-    fn flush_response(&mut self) {
-        if std::mem::take(&mut self.headers_held) {
-            self.downstream_headers = Some(self.response_headers.clone());
-        }
-        self.body_held = false;
-        self.downstream_body.append(&mut self.response_buffer);
     }
 
     fn map(&mut self, map: Map) -> &mut Metadata {
@@ -223,34 +190,33 @@ impl Host for FakeHost {
         buffer.splice(..len, with.iter().copied());
     }
 
-    fn append_body(&mut self, body: Body, data: &[u8]) {
-        self.buffer(body).extend_from_slice(data);
-    }
-
     fn send_reply(&mut self, headers: &Metadata) {
+        if self.downstream_headers.is_some() {
+            self.reset = true;
+            return;
+        }
         assert!(self.reply.is_none(), "two local replies");
         self.reply = Some(headers.clone());
     }
 
-    fn release_later(&mut self) {
-        assert!(!self.release_queued, "release queued twice");
-        self.release_queued = true;
+    fn reset(&mut self) {
+        self.reset = true;
     }
 
-    fn release_headers_after(&mut self, millis: u32) {
-        self.header_timer = Some(millis);
+    fn arm_timer(&mut self, at_millis: u64) {
+        self.timer = Some(at_millis);
     }
 
-    fn cancel_header_release(&mut self) {
-        self.header_timer = None;
-    }
-
-    fn take_released(&mut self) -> bool {
-        std::mem::take(&mut self.released)
+    fn cancel_timer(&mut self) {
+        self.timer = None;
     }
 
     fn count(&mut self, counter: Counter) {
         self.counters.push(counter);
+    }
+
+    fn response_details(&self) -> Option<Vec<u8>> {
+        self.details.clone()
     }
 
     fn now_millis(&self) -> u64 {

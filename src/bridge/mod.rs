@@ -1,13 +1,13 @@
 //! Per-stream state machines, one per side, written against [`Host`]: the
 //! few things they need from Envoy. The proxy-wasm adapter implements
 //! `Host` with hostcalls; the tests implement it with a fake that mimics the
-//! measured Envoy behaviour (held chunks accumulate, released ones leave).
+//! measured Envoy behaviour.
 
 use bytes::Bytes;
 
 use crate::codec::{
-    Base64Decoder, Code, ContentType, Error, ErrorKind, FrameScanner, Metadata, Piece,
-    encode_grpc_message,
+    Base64Decoder, Code, ContentType, Error, ErrorKind, FrameScanner, Metadata, Peer, Piece,
+    encode_grpc_message, is_valid_status, parse_grpc_timeout,
 };
 use crate::metrics::Counter;
 
@@ -59,26 +59,26 @@ pub trait Host {
     /// Replaces the first `len` bytes of the body buffer with `with`
     /// (Envoy can replace a prefix or append, nothing in between).
     fn replace_body(&mut self, body: Body, len: usize, with: &[u8]);
-    /// Appends to the body buffer.
-    fn append_body(&mut self, body: Body, data: &[u8]);
     /// Ends the stream with a local reply: HTTP 200, these headers, no body.
+    /// Once response headers have left, Envoy can only reset the stream.
     fn send_reply(&mut self, headers: &Metadata);
-    /// Asks for the held response to be resumed on the next event-loop pass.
-    fn release_later(&mut self);
-    /// Releases held response headers after `millis` unless cancelled
-    /// (re-arming moves the deadline).
-    fn release_headers_after(&mut self, millis: u32);
-    fn cancel_header_release(&mut self);
-    /// Whether the held response was resumed (by the queue or the header
-    /// timer) since the last callback.
-    fn take_released(&mut self) -> bool;
+    /// Resets the stream (both directions).
+    fn reset(&mut self);
+    /// Calls [`StreamBridge::on_timer`] once at `at_millis` on the host
+    /// clock (re-arming moves it), unless cancelled or the stream ends.
+    fn arm_timer(&mut self, at_millis: u64);
+    fn cancel_timer(&mut self);
     fn count(&mut self, counter: Counter);
+    /// Envoy's `response.code_details` (why Envoy itself answered); read
+    /// only for replies that are not gRPC.
+    fn response_details(&self) -> Option<Vec<u8>>;
     /// Milliseconds on a monotonic-enough clock (Envoy's wall clock).
     fn now_millis(&self) -> u64;
 }
 
 /// The callbacks of one HTTP stream, in the order Envoy calls them per
-/// direction (the two directions interleave freely on streaming calls).
+/// direction (the two directions interleave freely on streaming calls),
+/// plus the timer armed through [`Host::arm_timer`].
 pub trait StreamBridge {
     fn on_request_headers(&mut self, host: &mut dyn Host, end_of_stream: bool) -> Action;
     fn on_request_body(&mut self, host: &mut dyn Host, size: usize, end_of_stream: bool) -> Action;
@@ -86,6 +86,103 @@ pub trait StreamBridge {
     fn on_response_body(&mut self, host: &mut dyn Host, size: usize, end_of_stream: bool)
     -> Action;
     fn on_response_trailers(&mut self, host: &mut dyn Host) -> Action;
+    fn on_timer(&mut self, host: &mut dyn Host);
+}
+
+/// A call's `grpc-timeout`, enforced by the bridge itself. Envoy's own
+/// enforcement answers with a text/plain 504 (no grpc-status, no CORS) or
+/// a bare reset; the bridge answers DEADLINE_EXCEEDED wherever a status can
+/// still be sent.
+#[derive(Debug, Clone, Copy)]
+struct Deadline {
+    /// When the call's time runs out (host clock, ms).
+    at: u64,
+    /// The deadline passed while the response was already under way: the
+    /// upstream, which got the same `grpc-timeout`, has until
+    /// `deadline_grace_ms` later to end the call before it is reset.
+    overdue: bool,
+}
+
+impl Deadline {
+    /// Reads the request's `grpc-timeout` and arms the timer for it.
+    fn start(host: &mut dyn Host) -> Option<Self> {
+        let timeout = host
+            .header(Map::RequestHeaders, "grpc-timeout")
+            .and_then(|value| parse_grpc_timeout(&value))?;
+        let at = host.now_millis().saturating_add(timeout);
+        host.arm_timer(at);
+        Some(Self { at, overdue: false })
+    }
+
+    fn passed(deadline: Option<Self>, host: &dyn Host) -> bool {
+        deadline.is_some_and(|deadline| host.now_millis() >= deadline.at)
+    }
+
+    /// The timer fired while the response was under way: the first time,
+    /// waits `grace_ms` for the upstream to end the call; the second time,
+    /// resets the stream (counted as a deadline error).
+    fn expire_under_way(deadline: &mut Option<Self>, host: &mut dyn Host, grace_ms: u32) {
+        match deadline {
+            Some(deadline) if !deadline.overdue => {
+                deadline.overdue = true;
+                host.arm_timer(host.now_millis().saturating_add(u64::from(grace_ms)));
+            }
+            Some(_) => {
+                report(host, &ErrorKind::DeadlineExceeded.from(Peer::Upstream));
+                host.count(Counter::DeadlineReset);
+                host.reset();
+            }
+            None => {}
+        }
+    }
+}
+
+/// Final fields of a call, as the client must see them: a `grpc-status`
+/// that is exactly one code from 0 to 16 (a missing one is UNKNOWN, never
+/// OK; an invalid one is UNKNOWN naming what came), and, once the call's
+/// deadline has passed, DEADLINE_EXCEEDED instead of any other error (the
+/// client has given up; tonic, for one, reports its own timeout as
+/// CANCELLED).
+fn settle_status(host: &mut dyn Host, fields: &mut Metadata, deadline_passed: bool) {
+    let statuses: Vec<&[u8]> = fields
+        .iter()
+        .filter(|(name, _)| *name == "grpc-status")
+        .map(|(_, value)| value)
+        .collect();
+    let kind = match statuses.as_slice() {
+        [] => Some(ErrorKind::MissingStatus),
+        [b"0"] | [b"4"] => None,
+        [value] if is_valid_status(value) => deadline_passed.then_some(ErrorKind::DeadlineExceeded),
+        values => {
+            let seen: Vec<_> = values.iter().map(|v| String::from_utf8_lossy(v)).collect();
+            Some(ErrorKind::InvalidStatus(seen.join(",")))
+        }
+    };
+    if let Some(kind) = kind {
+        let error = kind.from(Peer::Upstream);
+        report(host, &error);
+        fields
+            .0
+            .retain(|(name, _)| name != "grpc-status" && name != "grpc-message");
+        fields.0.extend(error_fields(&error).0);
+    }
+}
+
+/// Settles the status carried in a header map (trailers, or the headers of
+/// a trailers-only reply), touching only `grpc-status` and `grpc-message`.
+fn settle_map(host: &mut dyn Host, map: Map, deadline_passed: bool) {
+    let before = host.headers(map);
+    let mut after = before.clone();
+    settle_status(host, &mut after, deadline_passed);
+    if after == before {
+        return;
+    }
+    for name in ["grpc-status", "grpc-message"] {
+        host.remove_header(map, name);
+        if let Some(value) = after.get(name) {
+            host.add_header(map, name, value);
+        }
+    }
 }
 
 /// The classified content-type of a header map (`None`: absent or not gRPC).

@@ -7,10 +7,7 @@ use bytes::BytesMut;
 
 use super::fake_host::{FakeHost, metadata};
 use super::{Action, StreamBridge};
-use crate::codec::{
-    Base64Decoder, Base64Encoder, Metadata, Peer, decode_grpc_message, encode_frame,
-    encode_trailer_block,
-};
+use crate::codec::{Base64Encoder, Metadata, Peer, decode_grpc_message, encode_frame};
 use crate::config::{Config, Side};
 use crate::metrics::Counter;
 #[cfg(target_arch = "wasm32")]
@@ -26,7 +23,7 @@ fn config(side: Side, serve_browsers: bool) -> Rc<Config> {
         marker_secret: SECRET.into(),
         max_frame_bytes: 1024,
         serve_browsers,
-        header_hold_ms: 50,
+        deadline_grace_ms: 1000,
     })
 }
 
@@ -72,14 +69,6 @@ fn base64(bytes: &[u8]) -> Vec<u8> {
     let mut out = Vec::new();
     encoder.push(bytes, &mut out);
     encoder.end_segment(&mut out);
-    out
-}
-
-fn unbase64(text: &[u8]) -> Vec<u8> {
-    let mut decoder = Base64Decoder::new();
-    let mut out = Vec::new();
-    decoder.push(text, &mut out).unwrap();
-    decoder.finish(&mut out).unwrap();
     out
 }
 
@@ -526,399 +515,430 @@ mod edge {
             Some(metadata(&[("grpc-status", "3")]))
         );
     }
+    #[test]
+    fn deadline_before_the_response_is_a_trailers_only_deadline_exceeded() {
+        let (mut edge, mut host) = converted();
+        assert_eq!(host.timer, Some(1000));
+        host.advance_to(&mut edge, 1000);
+        let headers = deliver_reply(&mut host, &mut edge);
+        assert_status(
+            &headers,
+            "4",
+            "grpc-web-bridge: deadline exceeded before the upstream answered",
+        );
+        assert_eq!(headers.get("content-type"), Some(&b"application/grpc"[..]));
+    }
+
+    #[test]
+    fn deadline_under_way_waits_for_the_upstream_then_resets() {
+        let (mut edge, mut host) = converted();
+        host.send_response_headers(&mut edge, WEB_RESPONSE, false);
+        host.send_response_body(&mut edge, &message(b"hi"), false);
+        host.advance_to(&mut edge, 1000);
+        assert!(!host.reset);
+        host.clock_millis = 1100;
+        let block = trailer_frame(b"grpc-status:1\r\ngrpc-message:Timeout expired\r\n", false);
+        host.send_response_body(&mut edge, &block, false);
+        host.send_response_body(&mut edge, b"", true);
+        assert_status(
+            &host.downstream_trailers.clone().unwrap(),
+            "4",
+            "grpc-web-bridge: deadline exceeded before the upstream answered",
+        );
+        assert!(host.timer.is_none());
+
+        let (mut edge, mut host) = converted();
+        host.send_response_headers(&mut edge, WEB_RESPONSE, false);
+        host.advance_to(&mut edge, 1000);
+        host.advance_to(&mut edge, 2000);
+        assert!(host.reset);
+    }
 }
 
 mod origin {
+    //! The module sits after Envoy's gRPC-web filter, so requests it guards
+    //! arrive as native gRPC still carrying the marker.
     use super::*;
     use crate::bridge::origin::Origin;
     #[cfg(target_arch = "wasm32")]
     use wasm_bindgen_test::wasm_bindgen_test as test;
 
-    const NATIVE_RESPONSE: &[(&str, &str)] = &[
-        (":status", "200"),
-        ("content-type", "application/grpc+proto"),
-    ];
+    const NATIVE_RESPONSE: &[(&str, &str)] =
+        &[(":status", "200"), ("content-type", "application/grpc")];
 
-    fn request(
-        content_type: &str,
-        marker: Option<&str>,
-        accept: Option<&str>,
-    ) -> Vec<(&'static str, String)> {
-        let mut fields = vec![(":path", "/grpc.testing.TestService/UnaryCall".to_string())];
-        fields.push(("content-type", content_type.to_string()));
-        fields.push(("content-length", "99".to_string()));
-        if let Some(marker) = marker {
-            fields.push((MARKER, marker.to_string()));
-        }
-        if let Some(accept) = accept {
-            fields.push(("accept", accept.to_string()));
-        }
-        fields
-    }
-
-    fn start(
-        content_type: &str,
-        marker: Option<&str>,
-        accept: Option<&str>,
-        serve_browsers: bool,
-    ) -> (Origin, FakeHost) {
+    fn start(fields: &[(&str, &str)], serve_browsers: bool) -> (Origin, FakeHost) {
         let mut origin = Origin::new(config(Side::Origin, serve_browsers));
         let mut host = FakeHost::new();
-        let fields = request(content_type, marker, accept);
-        let fields: Vec<(&str, &str)> = fields.iter().map(|(n, v)| (*n, v.as_str())).collect();
-        host.send_request_headers(&mut origin, &fields, false);
+        let mut request = vec![
+            (":path", "/grpc.testing.TestService/UnaryCall"),
+            ("te", "trailers"),
+        ];
+        request.extend_from_slice(fields);
+        host.send_request_headers(&mut origin, &request, false);
         (origin, host)
     }
 
     fn marked() -> (Origin, FakeHost) {
-        start("application/grpc-web+proto", Some(SECRET), None, false)
+        start(
+            &[("content-type", "application/grpc"), (MARKER, SECRET)],
+            false,
+        )
+    }
+
+    fn streaming() -> (Origin, FakeHost) {
+        let (mut origin, mut host) = marked();
+        host.send_response_headers(&mut origin, NATIVE_RESPONSE, false);
+        (origin, host)
     }
 
     #[test]
-    fn marked_request_becomes_native_grpc() {
+    fn marked_request_is_guarded_and_loses_its_marker() {
         let (_, host) = marked();
-        let headers = &host.request_headers;
-        assert_eq!(
-            headers.get("content-type"),
-            Some(&b"application/grpc+proto"[..])
-        );
-        assert_eq!(headers.get("te"), Some(&b"trailers"[..]));
-        assert_eq!(headers.get("content-length"), None);
-        assert_eq!(headers.get(MARKER), None);
-        assert_eq!(host.counters, vec![Counter::Converted]);
+        assert_eq!(host.request_headers.get(MARKER), None);
+        assert_eq!(host.counters, [Counter::Converted]);
+        assert!(host.reply.is_none());
     }
 
     #[test]
-    fn forged_marker_is_refused_with_unauthenticated() {
-        let (mut origin, mut host) = start("application/grpc-web", Some("guess"), None, false);
-        let reply = deliver_reply(&mut host, &mut origin);
-        assert_eq!(
-            reply.get("content-type"),
-            Some(&b"application/grpc-web"[..])
-        );
-        assert_status(
-            &reply,
-            "16",
-            "grpc-web-bridge: client sent a bridge marker with a wrong secret",
-        );
-        assert_eq!(
-            host.counters,
-            vec![Counter::Error(Peer::Downstream, "invalid_marker")]
-        );
-    }
-
-    #[test]
-    fn unmarked_browser_request_is_left_alone_unless_browsers_are_served() {
-        let (_, host) = start("application/grpc-web-text", None, None, false);
-        assert_eq!(
-            host.request_headers.get("content-type"),
-            Some(&b"application/grpc-web-text"[..])
-        );
-        assert_eq!(host.counters, vec![Counter::PassedThrough]);
-        let (_, host) = start("application/grpc-web-text", None, None, true);
-        assert_eq!(
-            host.request_headers.get("content-type"),
-            Some(&b"application/grpc"[..])
-        );
-        assert_eq!(host.counters, vec![Counter::BrowserConverted]);
-    }
-
-    #[test]
-    fn text_request_is_decoded_as_it_streams() {
-        let binary = [message(b"one"), message(b"two")].concat();
-        let text = [base64(&message(b"one")), base64(&message(b"two"))].concat();
-        for cut in 0..=text.len() {
-            let (mut origin, mut host) =
-                start("application/grpc-web-text", Some(SECRET), None, false);
-            host.send_request_body(&mut origin, &text[..cut], false);
-            host.send_request_body(&mut origin, &text[cut..], true);
-            assert_eq!(host.upstream_body, binary, "cut at {cut}");
+    fn wrong_or_empty_marker_is_refused_with_unauthenticated() {
+        for forged in ["nope", "", "s3cret-s3cret-s3creT"] {
+            let (mut origin, mut host) = start(
+                &[("content-type", "application/grpc"), (MARKER, forged)],
+                true,
+            );
+            let headers = deliver_reply(&mut host, &mut origin);
+            assert_status(
+                &headers,
+                "16",
+                "grpc-web-bridge: client sent a bridge marker with a wrong secret",
+            );
+            assert_eq!(headers.get("content-type"), Some(&b"application/grpc"[..]));
+            assert!(
+                host.counters
+                    .contains(&Counter::Error(Peer::Downstream, "invalid_marker"))
+            );
         }
     }
 
     #[test]
-    fn bad_base64_is_refused_with_its_offset() {
-        let (mut origin, mut host) = start("application/grpc-web-text", Some(SECRET), None, false);
-        host.send_request_body(&mut origin, b"AAAA", false);
-        assert_eq!(
-            host.send_request_body(&mut origin, b"AA!A", false),
-            Action::Pause
-        );
-        let reply = deliver_reply(&mut host, &mut origin);
-        assert_eq!(
-            reply.get("content-type"),
-            Some(&b"application/grpc-web-text"[..])
-        );
-        assert_status(
-            &reply,
-            "13",
-            "grpc-web-bridge: client sent invalid base64 at offset 6",
-        );
+    fn unconverted_grpc_web_and_unmarked_grpc_pass_untouched() {
+        for (fields, serve_browsers) in [
+            (vec![("content-type", "application/grpc-web")], false),
+            (vec![("content-type", "application/grpc-web-text")], true),
+            (vec![("content-type", "application/grpc")], false),
+            (vec![("content-type", "text/plain"), (MARKER, "x")], false),
+        ] {
+            let (mut origin, mut host) = start(&fields, serve_browsers);
+            assert_eq!(host.counters, [Counter::PassedThrough]);
+            host.send_response_headers(&mut origin, &[(":status", "200")], false);
+            host.send_response_body(&mut origin, b"\x01\x02", false);
+            host.send_response_trailers(&mut origin, &[("x", "y")]);
+            assert_eq!(host.downstream_body, b"\x01\x02");
+            assert_eq!(host.downstream_trailers, Some(metadata(&[("x", "y")])));
+            assert!(host.timer.is_none());
+        }
     }
 
     #[test]
-    fn trailer_frame_in_a_request_is_refused() {
+    fn served_browser_calls_are_guarded_and_counted() {
+        let (_, host) = start(
+            &[("content-type", "application/grpc"), ("x-grpc-web", "1")],
+            true,
+        );
+        assert_eq!(host.counters, [Counter::BrowserConverted]);
+    }
+
+    #[test]
+    fn request_frames_are_checked_not_rewritten() {
+        let (mut origin, mut host) = marked();
+        let body = message(b"hello");
+        host.send_request_body(&mut origin, &body[..3], false);
+        host.send_request_body(&mut origin, &body[3..], true);
+        assert_eq!(host.upstream_body, body);
+        let (mut origin, mut host) = marked();
+        host.send_request_body(&mut origin, &[0, 0, 0, 0x08, 0], false);
+        let headers = deliver_reply(&mut host, &mut origin);
+        assert_status(
+            &headers,
+            "8",
+            "grpc-web-bridge: client sent a 2048-byte frame, over the 1024-byte limit",
+        );
         let (mut origin, mut host) = marked();
         host.send_request_body(
             &mut origin,
             &trailer_frame(b"grpc-status:0\r\n", false),
             true,
         );
-        assert_eq!(status_of(&host.reply.unwrap()).0, "13");
+        let headers = deliver_reply(&mut host, &mut origin);
+        assert_eq!(status_of(&headers).0, "13");
     }
 
     #[test]
-    fn each_chunk_is_released_on_the_next_queue_pass_before_the_next_message() {
-        let (mut origin, mut host) = marked();
-        assert_eq!(
-            host.send_response_headers(&mut origin, NATIVE_RESPONSE, false),
-            Action::Pause
-        );
-        assert_eq!(
-            host.downstream_headers, None,
-            "headers wait for the first message"
-        );
-        assert_eq!(
-            host.send_response_body(&mut origin, &message(b"one"), false),
-            Action::Pause
-        );
-        host.run_queue();
-        let headers = host.downstream_headers.clone().unwrap();
-        assert_eq!(
-            headers.get("content-type"),
-            Some(&b"application/grpc-web+proto"[..])
-        );
-        assert_eq!(host.downstream_body, message(b"one"));
-        host.send_response_body(&mut origin, &message(b"two"), false);
-        host.run_queue();
-        assert_eq!(
-            host.downstream_body,
-            [message(b"one"), message(b"two")].concat()
-        );
-        // Trailers after the release: appended, paused, released once more.
-        assert_eq!(
-            host.send_response_trailers(&mut origin, &[("grpc-status", "0"), ("x-t", "v")]),
-            Action::Pause
-        );
-        host.run_queue();
-        let expected = [
-            message(b"one"),
-            message(b"two"),
-            trailer_frame(b"grpc-status:0\r\nx-t:v\r\n", false),
-        ];
-        assert_eq!(host.downstream_body, expected.concat());
-        assert_eq!(host.downstream_trailers, Some(Metadata::default()));
-    }
-
-    #[test]
-    fn trailers_joining_a_held_chunk_leave_with_it() {
-        let (mut origin, mut host) = marked();
-        host.send_response_headers(&mut origin, NATIVE_RESPONSE, false);
-        host.send_response_body(&mut origin, &message(b"only"), false);
-        assert_eq!(
-            host.send_response_trailers(&mut origin, &[("grpc-status", "0")]),
-            Action::Continue
-        );
-        assert_eq!(
-            host.downstream_body,
-            [message(b"only"), trailer_frame(b"grpc-status:0\r\n", false)].concat()
-        );
-        // The queued release finds nothing left to do.
-        host.run_queue();
-        assert_eq!(host.downstream_body.len(), message(b"only").len() + 20);
-    }
-
-    #[test]
-    fn chunks_arriving_while_one_is_held_are_converted_once() {
-        let (mut origin, mut host) = start("application/grpc-web-text", Some(SECRET), None, false);
-        host.send_response_headers(&mut origin, NATIVE_RESPONSE, false);
-        let body = [message(b"abcd"), message(b"efghij")].concat();
-        for chunk in body.chunks(2) {
-            host.send_response_body(&mut origin, chunk, false);
-        }
+    fn whole_frames_pass_in_the_chunk_they_came_in() {
+        let (mut origin, mut host) = streaming();
+        let two = [message(b"one"), message(b"two")].concat();
+        host.send_response_body(&mut origin, &two, false);
+        assert_eq!(host.downstream_body, two);
         host.send_response_trailers(&mut origin, &[("grpc-status", "0")]);
-        let decoded = unbase64(&host.downstream_body);
-        assert_eq!(
-            decoded,
-            [body, trailer_frame(b"grpc-status:0\r\n", false)].concat()
-        );
-        let headers = host.downstream_headers.unwrap();
-        assert_eq!(
-            headers.get("content-type"),
-            Some(&b"application/grpc-web-text+proto"[..])
-        );
-    }
-
-    #[test]
-    fn text_reply_pads_each_frame_as_its_own_segment() {
-        let (mut origin, mut host) = start(
-            "application/grpc-web",
-            Some(SECRET),
-            Some("application/grpc-web-text"),
-            false,
-        );
-        host.send_response_headers(&mut origin, NATIVE_RESPONSE, false);
-        host.send_response_body(&mut origin, &message(b"a"), false);
-        host.run_queue();
-        assert_eq!(
-            host.downstream_body,
-            base64(&message(b"a")),
-            "a whole frame is flushed, padding included"
-        );
-    }
-
-    #[test]
-    fn headers_then_trailers_with_no_body_become_trailers_only() {
-        let (mut origin, mut host) = marked();
-        host.send_response_headers(&mut origin, NATIVE_RESPONSE, false);
-        host.send_response_trailers(
-            &mut origin,
-            &[("grpc-status", "5"), ("grpc-message", "gone")],
-        );
-        let headers = host.downstream_headers.unwrap();
-        assert_eq!(headers.get("grpc-status"), Some(&b"5"[..]));
-        assert_eq!(headers.get("grpc-message"), Some(&b"gone"[..]));
-        assert!(
-            host.downstream_body.is_empty(),
-            "no trailer frame on a trailers-only reply"
-        );
-        assert_eq!(host.downstream_trailers, Some(Metadata::default()));
-    }
-
-    #[test]
-    fn trailers_only_reply_stays_trailers_only() {
-        let (mut origin, mut host) = marked();
-        let fields = [
-            (":status", "200"),
-            ("content-type", "application/grpc"),
-            ("grpc-status", "12"),
-        ];
-        assert_eq!(
-            host.send_response_headers(&mut origin, &fields, true),
-            Action::Continue
-        );
-        let headers = host.downstream_headers.unwrap();
-        assert_eq!(
-            headers.get("content-type"),
-            Some(&b"application/grpc-web"[..])
-        );
-        assert!(host.downstream_body.is_empty());
-    }
-
-    #[test]
-    fn upstream_body_ending_without_trailers_gets_an_error_frame() {
-        let (mut origin, mut host) = marked();
-        host.send_response_headers(&mut origin, NATIVE_RESPONSE, false);
-        host.send_response_body(&mut origin, &message(b"x"), true);
-        let block = encode_trailer_block(&metadata(&[
-            ("grpc-status", "13"),
-            (
-                "grpc-message",
-                "grpc-web-bridge: upstream ended the response without trailers",
-            ),
-        ]))
-        .unwrap();
-        assert_eq!(
-            host.downstream_body,
-            [message(b"x"), trailer_frame(&block, false)].concat()
-        );
-    }
-
-    #[test]
-    fn non_grpc_upstream_reply_passes_for_the_client_to_map() {
-        let (mut origin, mut host) = marked();
-        assert_eq!(
-            host.send_response_headers(
-                &mut origin,
-                &[(":status", "503"), ("content-type", "text/plain")],
-                false
-            ),
-            Action::Continue
-        );
-        host.send_response_body(&mut origin, b"down", true);
-        assert_eq!(host.downstream_body, b"down");
-    }
-
-    #[test]
-    fn unconverted_request_leaves_the_response_alone() {
-        let (mut origin, mut host) = start("application/grpc-web", None, None, false);
-        assert_eq!(
-            host.send_response_headers(&mut origin, NATIVE_RESPONSE, false),
-            Action::Continue
-        );
-        assert_eq!(
-            host.send_response_body(&mut origin, &message(b"x"), false),
-            Action::Continue
-        );
-        assert!(!host.release_queued());
-    }
-
-    #[test]
-    fn open_idle_request_gets_the_headers_after_the_hold_time() {
-        // A client that waits for headers before sending must not deadlock.
-        let (mut origin, mut host) = marked();
-        assert_eq!(
-            host.send_response_headers(&mut origin, NATIVE_RESPONSE, false),
-            Action::Pause
-        );
-        assert_eq!(host.header_timer, Some(50));
-        host.fire_header_timer();
-        assert!(host.downstream_headers.is_some());
-        // Messages still stream and the trailer frame still follows them.
-        host.send_response_body(&mut origin, &message(b"pong"), false);
-        host.run_queue();
-        host.send_response_trailers(&mut origin, &[("grpc-status", "0")]);
-        host.run_queue();
-        assert_eq!(
-            host.downstream_body,
-            [message(b"pong"), trailer_frame(b"grpc-status:0\r\n", false)].concat()
-        );
-    }
-
-    #[test]
-    fn request_data_rearms_and_request_end_cancels_the_header_timer() {
-        let (mut origin, mut host) = marked();
-        host.send_response_headers(&mut origin, NATIVE_RESPONSE, false);
-        host.header_timer = None;
-        host.send_request_body(&mut origin, &message(b"ping"), false);
-        assert_eq!(
-            host.header_timer,
-            Some(50),
-            "a sending client re-arms the timer"
-        );
-        host.send_request_body(&mut origin, b"", true);
-        assert_eq!(
-            host.header_timer, None,
-            "a finished request cannot be waiting on us"
-        );
-    }
-
-    #[test]
-    fn no_header_timer_when_the_request_already_ended() {
-        let (mut origin, mut host) = marked();
-        host.send_request_body(&mut origin, &message(b"req"), true);
-        host.send_response_headers(&mut origin, NATIVE_RESPONSE, false);
-        assert_eq!(host.header_timer, None);
-        host.send_response_trailers(&mut origin, &[("grpc-status", "7")]);
-        assert_eq!(
-            host.downstream_headers.unwrap().get("grpc-status"),
-            Some(&b"7"[..])
-        );
-    }
-
-    #[test]
-    fn trailers_after_early_headers_and_no_body_leave_as_real_trailers() {
-        let (mut origin, mut host) = marked();
-        host.send_response_headers(&mut origin, NATIVE_RESPONSE, false);
-        host.fire_header_timer();
-        assert_eq!(
-            host.send_response_trailers(&mut origin, &[("grpc-status", "9")]),
-            Action::Continue
-        );
         assert_eq!(
             host.downstream_trailers,
-            Some(metadata(&[("grpc-status", "9")]))
+            Some(metadata(&[("grpc-status", "0")]))
         );
-        assert!(host.counters.contains(&Counter::TrailersNotFramed));
+        assert!(host.timer.is_none());
+    }
+
+    #[test]
+    fn only_whole_frames_leave_under_every_chunking() {
+        let body = [message(b"first"), message(b""), message(b"third message")].concat();
+        for cut in 0..=body.len() {
+            for cut2 in cut..=body.len() {
+                let (mut origin, mut host) = streaming();
+                let mut left = Vec::new();
+                for part in [&body[..cut], &body[cut..cut2], &body[cut2..]] {
+                    host.send_response_body(&mut origin, part, false);
+                    left.push(host.downstream_body.len());
+                }
+                host.send_response_trailers(&mut origin, &[("grpc-status", "0")]);
+                assert_eq!(host.downstream_body, body, "cuts {cut} {cut2}");
+                let boundaries = [0, 10, 15, 33];
+                assert!(left.iter().all(|n| boundaries.contains(n)), "{left:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn truncated_message_never_leaves_and_ends_internal() {
+        let (mut origin, mut host) = streaming();
+        let mut body = message(b"whole");
+        let unfinished = message(&[7; 121]);
+        body.extend_from_slice(&unfinished[..15]);
+        host.send_response_body(&mut origin, &body, false);
+        host.send_response_trailers(&mut origin, &[("grpc-status", "0")]);
+        assert_eq!(host.downstream_body, message(b"whole"));
+        let trailers = host.downstream_trailers.clone().unwrap();
+        assert_status(
+            &trailers,
+            "13",
+            "grpc-web-bridge: upstream ended the stream 111 bytes short of a frame's end",
+        );
+        assert!(
+            host.counters
+                .contains(&Counter::Error(Peer::Upstream, "truncated_frame"))
+        );
+    }
+
+    #[test]
+    fn body_ending_without_trailers_gets_internal_trailers() {
+        let (mut origin, mut host) = streaming();
+        host.send_response_body(&mut origin, &message(b"hi"), true);
+        assert_eq!(host.downstream_body, message(b"hi"));
+        assert_status(
+            &host.downstream_trailers.clone().unwrap(),
+            "13",
+            "grpc-web-bridge: upstream ended the response without trailers",
+        );
+    }
+
+    #[test]
+    fn bad_upstream_frame_drops_the_rest_and_ends_with_its_error() {
+        let (mut origin, mut host) = streaming();
+        host.send_response_body(&mut origin, &message(b"ok"), false);
+        host.send_response_body(&mut origin, &[0x40, 0, 0, 0, 1, 9], false);
+        host.send_response_body(&mut origin, &message(b"late"), false);
+        host.send_response_trailers(&mut origin, &[("grpc-status", "0")]);
+        assert_eq!(host.downstream_body, message(b"ok"));
+        assert_status(
+            &host.downstream_trailers.clone().unwrap(),
+            "13",
+            "grpc-web-bridge: upstream sent a frame with unknown flags 0x40",
+        );
+    }
+
+    #[test]
+    fn statuses_are_settled_to_one_valid_code() {
+        type Case<'a> = (&'a [(&'a str, &'a str)], &'a str, &'a str);
+        let cases: [Case; 5] = [
+            (&[("grpc-status", "7"), ("grpc-message", "no")], "7", "no"),
+            (
+                &[("grpc-status", "abc")],
+                "2",
+                "grpc-web-bridge: upstream sent an invalid grpc-status \"abc\"",
+            ),
+            (
+                &[("grpc-status", "0"), ("grpc-status", "13")],
+                "2",
+                "grpc-web-bridge: upstream sent an invalid grpc-status \"0,13\"",
+            ),
+            (
+                &[("grpc-status", "99999999999999999999")],
+                "2",
+                "grpc-web-bridge: upstream sent an invalid grpc-status \"99999999999999999999\"",
+            ),
+            (
+                &[("x-only", "1")],
+                "2",
+                "grpc-web-bridge: upstream sent trailers without grpc-status",
+            ),
+        ];
+        for (trailers, code, text) in cases {
+            let (mut origin, mut host) = streaming();
+            host.send_response_trailers(&mut origin, trailers);
+            let settled = host.downstream_trailers.clone().unwrap();
+            assert_status(&settled, code, text);
+            // Metadata stays where the server put it.
+            for (name, value) in trailers.iter().filter(|(n, _)| !n.starts_with("grpc-")) {
+                assert_eq!(settled.get(name), Some(value.as_bytes()));
+            }
+        }
+    }
+
+    #[test]
+    fn trailers_only_reply_stays_trailers_only_with_its_metadata() {
+        let (mut origin, mut host) = marked();
+        let mut reply = NATIVE_RESPONSE.to_vec();
+        reply.extend([("grpc-status", "5"), ("x-meta", "m")]);
+        host.send_response_headers(&mut origin, &reply, true);
+        let headers = host.downstream_headers.clone().unwrap();
+        assert_eq!(headers, metadata(&reply));
+        assert!(host.timer.is_none());
+    }
+
+    #[test]
+    fn initial_metadata_leaves_at_once_with_the_headers() {
+        let (mut origin, mut host) = marked();
+        let mut headers = NATIVE_RESPONSE.to_vec();
+        headers.push(("x-grpc-test-echo-initial", "v"));
+        assert_eq!(
+            host.send_response_headers(&mut origin, &headers, false),
+            Action::Continue
+        );
+        assert_eq!(host.downstream_headers, Some(metadata(&headers)));
+        host.send_response_trailers(&mut origin, &[("grpc-status", "0")]);
+        assert_eq!(
+            host.downstream_trailers,
+            Some(metadata(&[("grpc-status", "0")]))
+        );
+    }
+
+    #[test]
+    fn non_grpc_reply_becomes_a_mapped_grpc_error_with_the_body_dropped() {
+        let (mut origin, mut host) = marked();
+        host.send_response_headers(
+            &mut origin,
+            &[
+                (":status", "503"),
+                ("content-type", "text/plain"),
+                ("content-length", "4"),
+            ],
+            false,
+        );
+        host.send_response_body(&mut origin, b"busy", true);
+        let headers = host.downstream_headers.clone().unwrap();
+        assert_eq!(headers.get(":status"), Some(&b"200"[..]));
+        assert_eq!(headers.get("content-type"), Some(&b"application/grpc"[..]));
+        assert_eq!(headers.get("content-length"), None);
+        assert!(host.downstream_body.is_empty());
+        assert_status(
+            &host.downstream_trailers.clone().unwrap(),
+            "14",
+            "grpc-web-bridge: upstream answered with HTTP status 503",
+        );
+        assert!(host.timer.is_none());
+    }
+
+    #[test]
+    fn envoys_base64_refusal_becomes_internal_blaming_the_client() {
+        let (mut origin, mut host) = marked();
+        host.details = Some(b"grpc_base_64_decode_failed".to_vec());
+        host.send_response_headers(&mut origin, &[(":status", "400")], true);
+        assert_status(
+            &host.downstream_headers.clone().unwrap(),
+            "13",
+            "grpc-web-bridge: client sent a grpc-web-text body that is not valid base64",
+        );
+        assert!(
+            host.counters
+                .contains(&Counter::Error(Peer::Downstream, "invalid_base64"))
+        );
+    }
+
+    fn with_deadline() -> (Origin, FakeHost) {
+        start(
+            &[
+                ("content-type", "application/grpc"),
+                (MARKER, SECRET),
+                ("grpc-timeout", "200m"),
+            ],
+            false,
+        )
+    }
+
+    #[test]
+    fn deadline_before_any_response_is_a_trailers_only_deadline_exceeded() {
+        let (mut origin, mut host) = with_deadline();
+        assert_eq!(host.timer, Some(200));
+        host.advance_to(&mut origin, 199);
+        assert!(host.reply.is_none());
+        host.advance_to(&mut origin, 200);
+        let headers = deliver_reply(&mut host, &mut origin);
+        assert_status(
+            &headers,
+            "4",
+            "grpc-web-bridge: deadline exceeded before the upstream answered",
+        );
+        assert!(
+            host.counters
+                .contains(&Counter::Error(Peer::Upstream, "deadline_exceeded"))
+        );
+    }
+
+    #[test]
+    fn error_ending_after_the_deadline_is_deadline_exceeded() {
+        let (mut origin, mut host) = with_deadline();
+        host.send_response_headers(&mut origin, NATIVE_RESPONSE, false);
+        host.send_response_body(&mut origin, &message(b"early"), false);
+        host.advance_to(&mut origin, 200);
+        assert!(
+            host.reply.is_none() && !host.reset,
+            "the upstream may still end the call"
+        );
+        host.clock_millis = 210;
+        host.send_response_trailers(
+            &mut origin,
+            &[("grpc-status", "1"), ("grpc-message", "Timeout expired")],
+        );
+        assert_status(
+            &host.downstream_trailers.clone().unwrap(),
+            "4",
+            "grpc-web-bridge: deadline exceeded before the upstream answered",
+        );
+        assert!(host.timer.is_none());
+    }
+
+    #[test]
+    fn ok_or_deadline_status_after_the_deadline_is_kept() {
+        for status in ["0", "4"] {
+            let (mut origin, mut host) = with_deadline();
+            host.send_response_headers(&mut origin, NATIVE_RESPONSE, false);
+            host.clock_millis = 500;
+            host.send_response_trailers(&mut origin, &[("grpc-status", status)]);
+            assert_eq!(
+                host.downstream_trailers,
+                Some(metadata(&[("grpc-status", status)]))
+            );
+        }
+    }
+
+    #[test]
+    fn upstream_silent_past_deadline_and_grace_is_reset() {
+        let (mut origin, mut host) = with_deadline();
+        host.send_response_headers(&mut origin, NATIVE_RESPONSE, false);
+        host.advance_to(&mut origin, 200);
+        assert_eq!(host.timer, Some(200 + 1000));
+        host.advance_to(&mut origin, 1199);
+        assert!(!host.reset);
+        host.advance_to(&mut origin, 1200);
+        assert!(host.reset);
+        assert!(host.counters.contains(&Counter::DeadlineReset));
     }
 }

@@ -58,6 +58,11 @@ pub enum ErrorKind {
     MissingStatus,
     /// The upstream answered with a non-200 HTTP status.
     HttpStatus(u16),
+    /// Envoy's gRPC-web filter refused a grpc-web-text request body as
+    /// invalid base64 (it names no offset).
+    InvalidBase64Text,
+    /// `grpc-status` was not exactly one code from 0 to 16 (the values seen).
+    InvalidStatus(String),
     /// The upstream answered 200 with a content-type that is not gRPC.
     NotGrpc,
     /// A request carried the bridge marker with the wrong secret.
@@ -86,7 +91,7 @@ impl Error {
     pub fn code(&self) -> Code {
         match self.kind {
             ErrorKind::FrameTooLarge { .. } => Code::ResourceExhausted,
-            ErrorKind::MissingStatus => Code::Unknown,
+            ErrorKind::MissingStatus | ErrorKind::InvalidStatus(_) => Code::Unknown,
             ErrorKind::HttpStatus(status) => Code::from_http_status(status),
             ErrorKind::NotGrpc => Code::Unknown,
             ErrorKind::InvalidMarker => Code::Unauthenticated,
@@ -156,7 +161,16 @@ impl fmt::Display for Error {
             ErrorKind::MissingTrailers => {
                 write!(f, "{who} ended the response without trailers")
             }
+            ErrorKind::InvalidBase64Text => {
+                write!(
+                    f,
+                    "{who} sent a grpc-web-text body that is not valid base64"
+                )
+            }
             ErrorKind::MissingStatus => write!(f, "{who} sent trailers without grpc-status"),
+            ErrorKind::InvalidStatus(values) => {
+                write!(f, "{who} sent an invalid grpc-status {values:?}")
+            }
             ErrorKind::HttpStatus(status) => write!(f, "{who} answered with HTTP status {status}"),
             ErrorKind::NotGrpc => write!(f, "{who} answered with a non-gRPC content-type"),
             ErrorKind::InvalidMarker => write!(f, "{who} sent a bridge marker with a wrong secret"),

@@ -16,5 +16,7 @@ pub use self::base64::{Base64Decoder, Base64Encoder};
 pub use content_type::{ContentType, Protocol, web_protocol_from_accept};
 pub use error::{Error, ErrorKind, Peer};
 pub use frame::{Frame, FrameDecoder, FrameHeader, FrameScanner, Piece, encode_frame};
-pub use status::{Code, decode_grpc_message, encode_grpc_message, parse_grpc_timeout};
+pub use status::{
+    Code, decode_grpc_message, encode_grpc_message, is_valid_status, parse_grpc_timeout,
+};
 pub use trailers::{Metadata, decode_trailer_block, encode_trailer_block};

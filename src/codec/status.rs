@@ -46,6 +46,16 @@ impl Code {
     }
 }
 
+/// Whether a `grpc-status` value is one canonical code, 0 to 16, in plain
+/// decimal (`"abc"`, `"007"`, `"17"` and `"0,13"` are not).
+pub fn is_valid_status(value: &[u8]) -> bool {
+    match value {
+        [digit] => digit.is_ascii_digit(),
+        [b'1', digit] => (b'0'..=b'6').contains(digit),
+        _ => false,
+    }
+}
+
 /// Parses a `grpc-timeout` value (1 to 8 digits and a unit: H, M, S, m, u,
 /// n) into milliseconds, rounding up so a deadline is never cut short.
 pub fn parse_grpc_timeout(value: &[u8]) -> Option<u64> {
@@ -80,6 +90,35 @@ pub fn encode_grpc_message(message: &str) -> String {
 /// the spec asks receivers to do, so decoding never fails.
 pub fn decode_grpc_message(value: &[u8]) -> Vec<u8> {
     percent_decode(value).collect()
+}
+
+#[cfg(test)]
+mod status_value_tests {
+    use super::*;
+    #[cfg(target_arch = "wasm32")]
+    use wasm_bindgen_test::wasm_bindgen_test as test;
+
+    #[test]
+    fn only_canonical_codes_are_valid_statuses() {
+        for code in 0..=16 {
+            assert!(is_valid_status(code.to_string().as_bytes()), "{code}");
+        }
+        for bad in [
+            "",
+            "17",
+            "20",
+            "007",
+            "01",
+            "abc",
+            "0,13",
+            " 0",
+            "0 ",
+            "-1",
+            "99999999999999999999",
+        ] {
+            assert!(!is_valid_status(bad.as_bytes()), "{bad:?}");
+        }
+    }
 }
 
 #[cfg(test)]

@@ -239,13 +239,41 @@ impl Received {
         self.field("grpc-status")
     }
 
-    /// A field from the trailers, else from the headers.
+    /// A field from the trailers, else from a binary gRPC-web body's
+    /// trailer frame, else from the headers.
     pub fn field(&self, name: &str) -> Option<&str> {
-        self.trailers
-            .as_ref()
-            .and_then(|t| t.get(name))
-            .or_else(|| self.headers.get(name))
-            .and_then(|v| v.to_str().ok())
+        let from_maps = || {
+            self.trailers
+                .as_ref()
+                .and_then(|t| t.get(name))
+                .or_else(|| self.headers.get(name))
+                .and_then(|v| v.to_str().ok())
+        };
+        match self.body_trailers() {
+            Some(block) => block.lines().find_map(|line| {
+                let (key, value) = line.split_once(':')?;
+                key.eq_ignore_ascii_case(name).then_some(value.trim())
+            }),
+            None => from_maps(),
+        }
+    }
+
+    /// The trailer block of a binary gRPC-web body, if it has one.
+    pub fn body_trailers(&self) -> Option<&str> {
+        let web = self.headers.get("content-type").is_some_and(|v| {
+            let v = v.as_bytes();
+            v.starts_with(b"application/grpc-web") && !v.starts_with(b"application/grpc-web-text")
+        });
+        let mut rest = web.then_some(self.body.as_slice())?;
+        while rest.len() >= 5 {
+            let length = u32::from_be_bytes([rest[1], rest[2], rest[3], rest[4]]) as usize;
+            let payload = rest.get(5..5 + length)?;
+            if rest[0] & 0x80 != 0 {
+                return std::str::from_utf8(payload).ok();
+            }
+            rest = &rest[5 + length..];
+        }
+        None
     }
 
     /// `grpc-message`, percent-decoded.

@@ -633,7 +633,7 @@ fn main() -> Result<()> {
             ensure!(
                 r.headers
                     .get("content-type")
-                    .is_some_and(|v| v == "application/grpc-web"),
+                    .is_some_and(|v| v == "application/grpc-web+proto"),
                 "{r:?}"
             );
             status_is(
@@ -689,7 +689,7 @@ fn main() -> Result<()> {
             ensure!(
                 r.headers
                     .get("content-type")
-                    .is_some_and(|v| v == "application/grpc-web-text"),
+                    .is_some_and(|v| v == "application/grpc-web-text+proto"),
                 "{r:?}"
             );
             let mut decoder = grpc_web_bridge::codec::Base64Decoder::new();
@@ -717,7 +717,7 @@ fn main() -> Result<()> {
         },
     ));
     trials.push(trial(
-        "hostile::bad_base64_names_its_offset".into(),
+        "hostile::bad_base64_is_internal_blaming_the_client".into(),
         &runtime,
         &interop,
         |t| async move {
@@ -727,11 +727,20 @@ fn main() -> Result<()> {
                 (MARKER, SECRET),
             ];
             let r = http1_call(origin, UNARY, &headers, b"AAAAAAJB*g==").await?;
+            ensure!(r.status == 200, "{r:?}");
             status_is(
                 &r,
                 "13",
-                "grpc-web-bridge: client sent invalid base64 at offset 8",
-            )
+                "grpc-web-bridge: client sent a grpc-web-text body that is not valid base64",
+            )?;
+            let admin = t.origin_admin.unwrap_or(t.edge_admin);
+            ensure!(
+                Topology::counter(
+                    admin,
+                    "wasmcustom.grpc_web_bridge.origin.errors.downstream.invalid_base64"
+                ) >= 1
+            );
+            Ok(())
         },
     ));
     trials.push(trial(
