@@ -5,6 +5,8 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 TOOLS="$ROOT/.tools"
 # Pinned versions; the docker-compose topology pins the same Envoy.
 ENVOY_VERSION="1.40.0"
+# Python gRPC peers (tests/peers/python).
+GRPCIO_VERSION="1.76.0"
 
 say() { printf '==> %s\n' "$*" >&2; }
 die() { printf 'error: %s\n' "$*" >&2; exit 1; }

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use anyhow::Result;
 use libtest_mimic::{Failed, Trial};
 
-use crate::topology::Topology;
+use crate::topology::{self, Topology};
 
 /// A multi-threaded runtime that outlives every trial.
 pub fn runtime() -> Arc<tokio::runtime::Runtime> {
@@ -27,6 +27,80 @@ pub fn interop_server(runtime: &tokio::runtime::Runtime) -> Result<SocketAddr> {
     let address = listener.local_addr()?;
     runtime.spawn(crate::interop_server::serve(listener));
     Ok(address)
+}
+
+/// A process started for a test; stopped (and reaped) when dropped, and
+/// killed by the kernel if the test process dies first.
+pub struct Peer {
+    pub address: SocketAddr,
+    child: std::process::Child,
+    pub log: std::path::PathBuf,
+}
+
+impl Drop for Peer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_file(&self.log);
+    }
+}
+
+/// The Python interop script (grpcio), run with the packages that
+/// scripts/install-python-peers.sh put in `.tools/python`.
+pub fn python_interop() -> std::process::Command {
+    let root = topology::repo_root();
+    let mut command = std::process::Command::new("python3");
+    command
+        .arg(root.join("tests/peers/python/interop.py"))
+        .env("PYTHONPATH", root.join(".tools/python"));
+    command
+}
+
+/// Starts the grpcio interop server on an ephemeral loopback port. It sends
+/// no response headers before its first message, unlike tonic.
+pub fn grpcio_server() -> Result<Peer> {
+    let log = std::env::temp_dir().join(format!(
+        "grpcio-server-{}-{}.log",
+        std::process::id(),
+        topology::free_port()?
+    ));
+    let child = topology::spawn(python_interop().arg("server"), &log)?;
+    let mut peer = Peer {
+        address: SocketAddr::from(([127, 0, 0, 1], 0)),
+        child,
+        log,
+    };
+    topology::wait_for("grpcio interop server", || {
+        let text = std::fs::read_to_string(&peer.log).unwrap_or_default();
+        match text.lines().find_map(|line| line.strip_prefix("listening ")) {
+            Some(port) => {
+                peer.address.set_port(port.trim().parse().unwrap_or(0));
+                true
+            }
+            None => false,
+        }
+    })
+    .map_err(|e| {
+        let text = std::fs::read_to_string(&peer.log).unwrap_or_default();
+        anyhow::anyhow!("{e}: {text}")
+    })?;
+    Ok(peer)
+}
+
+/// Runs the grpcio interop client against `target` (`host:port`), `rounds`
+/// times over; fails with its output if any case failed.
+pub async fn grpcio_client(target: SocketAddr, rounds: u32) -> Result<String> {
+    let output = tokio::process::Command::from(python_interop())
+        .arg("client")
+        .arg(target.to_string())
+        .arg(rounds.to_string())
+        .kill_on_drop(true)
+        .output()
+        .await?;
+    let text = String::from_utf8_lossy(&output.stdout).into_owned()
+        + &String::from_utf8_lossy(&output.stderr);
+    anyhow::ensure!(output.status.success(), "grpcio client failed:\n{text}");
+    Ok(text)
 }
 
 /// A trial that runs `test` on the shared runtime; a failure reports the

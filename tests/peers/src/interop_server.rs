@@ -260,6 +260,11 @@ where
     }
 
     fn call(&mut self, request: http::Request<Body>) -> Self::Future {
+        let deadline = request
+            .headers()
+            .get("grpc-timeout")
+            .and_then(|value| grpc_web_bridge::codec::parse_grpc_timeout(value.as_bytes()))
+            .map(|millis| tokio::time::Instant::now() + Duration::from_millis(millis));
         let initial = request.headers().get(ECHO_INITIAL).cloned();
         let trailing = request.headers().get(ECHO_TRAILING).cloned();
         let seen = SeenFlags::default();
@@ -267,7 +272,19 @@ where
         request.extensions_mut().insert(seen);
         let response = self.inner.call(request);
         Box::pin(async move {
-            let mut response = response.await?;
+            let mut response = match deadline {
+                None => response.await?,
+                Some(deadline) => match tokio::time::timeout_at(deadline, response).await {
+                    Ok(response) => response?.map(|body| {
+                        Body::new(WithDeadline {
+                            inner: body,
+                            deadline: Box::pin(tokio::time::sleep_until(deadline)),
+                            expired: false,
+                        })
+                    }),
+                    Err(_) => deadline_exceeded(),
+                },
+            };
             if let Some(value) = initial {
                 response
                     .headers_mut()
@@ -289,6 +306,57 @@ where
             }
             Ok(response)
         })
+    }
+}
+
+/// The status a server sends when the call's deadline passes, as gRPC
+/// servers do (grpc-go, grpcio): DEADLINE_EXCEEDED.
+fn deadline_fields() -> http::HeaderMap {
+    let mut fields = http::HeaderMap::new();
+    fields.insert("grpc-status", HeaderValue::from_static("4"));
+    fields.insert("grpc-message", HeaderValue::from_static("Deadline Exceeded"));
+    fields
+}
+
+/// A trailers-only DEADLINE_EXCEEDED reply.
+fn deadline_exceeded() -> http::Response<Body> {
+    let mut response = http::Response::new(Body::empty());
+    *response.headers_mut() = deadline_fields();
+    response.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static("application/grpc"),
+    );
+    response
+}
+
+/// Ends a response body with DEADLINE_EXCEEDED if the call's deadline
+/// passes first.
+struct WithDeadline {
+    inner: Body,
+    deadline: Pin<Box<tokio::time::Sleep>>,
+    expired: bool,
+}
+
+impl http_body::Body for WithDeadline {
+    type Data = Bytes;
+    type Error = Status;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Status>>> {
+        if self.expired {
+            return Poll::Ready(None);
+        }
+        if self.deadline.as_mut().poll(cx).is_ready() {
+            self.expired = true;
+            return Poll::Ready(Some(Ok(Frame::trailers(deadline_fields()))));
+        }
+        Pin::new(&mut self.inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.expired || self.inner.is_end_stream()
     }
 }
 

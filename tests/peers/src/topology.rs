@@ -300,7 +300,10 @@ impl Topology {
                         .arg(dir.join("nginx"))
                         .arg("-c")
                         .arg(dir.join("nginx/nginx.conf"))
-                        .args(["-g", "daemon off;"]),
+                        // One process, no workers: when the test process
+                        // dies, the kernel kills it (PR_SET_PDEATHSIG), where
+                        // a master's workers would outlive it.
+                        .args(["-g", "daemon off; master_process off;"]),
                     &dir.join(format!("{}.log", hop_service.name)),
                 )?;
                 topology.record(hop_service, child);

@@ -7,8 +7,10 @@ use std::process::Command;
 use std::sync::Arc;
 
 use anyhow::{Result, bail};
-use bridge_peers::harness::{interop_server, runtime, trial};
-use bridge_peers::interop_client::CASES;
+use bridge_peers::harness::{grpcio_client, grpcio_server, interop_server, runtime, trial};
+use bridge_peers::interop_client::{
+    CASES, NEEDS_REQUEST_COMPRESSION_FLAGS, ping_pong_awaiting_headers,
+};
 use bridge_peers::topology::{self, Hop, Topology, Upstream};
 use libtest_mimic::{Arguments, Trial};
 
@@ -121,6 +123,54 @@ fn main() -> Result<()> {
                 move |topology| run(format!("http://{}", topology.edge)),
             ));
         }
+        if hop == Hop::Nginx {
+            trials.push(trial(
+                format!("{label}::ping_pong_awaiting_headers"),
+                &runtime,
+                &topology,
+                |topology| ping_pong_awaiting_headers(format!("http://{}", topology.edge)),
+            ));
+            trials.push(trial(
+                "grpcio_client::nginx::every_case_to_tonic".into(),
+                &runtime,
+                &topology,
+                |topology| async move { grpcio_client(topology.edge, 1).await.map(drop) },
+            ));
+        }
     }
-    libtest_mimic::run(&args, trials).exit();
+
+    // A second, independent server: grpcio sends no response headers before
+    // its first message, so a client that waits for them would hang.
+    let grpcio = grpcio_server()?;
+    let direct = Arc::new(Topology::start(Hop::Nginx, Upstream::Server(grpcio.address))?);
+    let cases = || {
+        CASES
+            .iter()
+            .filter(|case| !NEEDS_REQUEST_COMPRESSION_FLAGS.contains(&case.name))
+    };
+    for case in cases() {
+        let run = case.run;
+        let address = grpcio.address;
+        trials.push(trial(
+            format!("grpcio_server::direct::{}", case.name),
+            &runtime,
+            &direct,
+            move |_| run(format!("http://{address}")),
+        ));
+        trials.push(trial(
+            format!("grpcio_server::nginx::{}", case.name),
+            &runtime,
+            &direct,
+            move |topology| run(format!("http://{}", topology.edge)),
+        ));
+    }
+    trials.push(trial(
+        "grpcio_client::nginx::every_case_to_grpcio".into(),
+        &runtime,
+        &direct,
+        |topology| async move { grpcio_client(topology.edge, 1).await.map(drop) },
+    ));
+    let conclusion = libtest_mimic::run(&args, trials);
+    drop((direct, grpcio));
+    conclusion.exit();
 }
