@@ -72,7 +72,10 @@ pub fn grpcio_server() -> Result<Peer> {
     };
     topology::wait_for("grpcio interop server", || {
         let text = std::fs::read_to_string(&peer.log).unwrap_or_default();
-        match text.lines().find_map(|line| line.strip_prefix("listening ")) {
+        match text
+            .lines()
+            .find_map(|line| line.strip_prefix("listening "))
+        {
             Some(port) => {
                 peer.address.set_port(port.trim().parse().unwrap_or(0));
                 true

@@ -277,8 +277,7 @@ async fn server_streaming(target: String) -> Result<()> {
 
 async fn server_compressed_streaming(target: String) -> Result<()> {
     let (channel, seen) = RecordingChannel::new(channel(&target).await?);
-    let mut client =
-        TestServiceClient::new(channel).accept_compressed(CompressionEncoding::Gzip);
+    let mut client = TestServiceClient::new(channel).accept_compressed(CompressionEncoding::Gzip);
     let sizes = [31415, 92653];
     let request = StreamingOutputCallRequest {
         response_parameters: sizes

@@ -314,7 +314,10 @@ where
 fn deadline_fields() -> http::HeaderMap {
     let mut fields = http::HeaderMap::new();
     fields.insert("grpc-status", HeaderValue::from_static("4"));
-    fields.insert("grpc-message", HeaderValue::from_static("Deadline Exceeded"));
+    fields.insert(
+        "grpc-message",
+        HeaderValue::from_static("Deadline Exceeded"),
+    );
     fields
 }
 

@@ -142,7 +142,10 @@ fn main() -> Result<()> {
     // A second, independent server: grpcio sends no response headers before
     // its first message, so a client that waits for them would hang.
     let grpcio = grpcio_server()?;
-    let direct = Arc::new(Topology::start(Hop::Nginx, Upstream::Server(grpcio.address))?);
+    let direct = Arc::new(Topology::start(
+        Hop::Nginx,
+        Upstream::Server(grpcio.address),
+    )?);
     let cases = || {
         CASES
             .iter()

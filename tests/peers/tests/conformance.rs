@@ -810,5 +810,158 @@ fn main() -> Result<()> {
         },
     ));
 
+    deadline_trials(&runtime, &interop, &mut trials)?;
     libtest_mimic::run(&args, trials).exit();
+}
+
+/// The call's deadline in every test below.
+const TIMEOUT: (&str, &str) = ("grpc-timeout", "500m");
+
+fn deadline_scripts() -> Scripts {
+    let mut s: HashMap<&'static str, Vec<Step>> = HashMap::new();
+    let head = || Step::Headers(200, vec![GRPC], false);
+    s.insert("/silent", vec![Step::Sleep(Duration::from_secs(5))]);
+    s.insert(
+        "/cancelled-after-deadline",
+        vec![
+            head(),
+            Step::Data(hello(), false),
+            Step::Sleep(Duration::from_millis(700)),
+            Step::Trailers(vec![
+                ("grpc-status", "1"),
+                ("grpc-message", "Timeout expired"),
+            ]),
+        ],
+    );
+    s.insert(
+        "/headers-then-silent",
+        vec![
+            head(),
+            Step::Data(hello(), false),
+            Step::Sleep(Duration::from_secs(5)),
+        ],
+    );
+    Arc::new(s)
+}
+
+/// Native gRPC through the chain (client → edge) and gRPC-web straight to
+/// the origin, as a browser's call would come.
+async fn both_sides(t: &Topology, path: &str, body: &[u8]) -> Result<[(Received, Duration); 2]> {
+    let started = std::time::Instant::now();
+    let native = h2_call(t.edge, path, &[TIMEOUT], body).await?;
+    let native_took = started.elapsed();
+    let origin = t.origin.unwrap_or(t.edge);
+    let started = std::time::Instant::now();
+    let web = http1_call(origin, path, &[GRPC_WEB, (MARKER, SECRET), TIMEOUT], body).await?;
+    Ok([(native, native_took), (web, started.elapsed())])
+}
+
+fn deadline_trials(
+    runtime: &Arc<tokio::runtime::Runtime>,
+    interop: &Arc<Topology>,
+    trials: &mut Vec<Trial>,
+) -> Result<()> {
+    let scripted = runtime.block_on(h2_server(deadline_scripts()))?;
+    let chain = Arc::new(Topology::start(Hop::Nginx, Upstream::Server(scripted))?);
+    trials.push(trial(
+        "deadline::silent_server_gets_trailers_only_deadline_exceeded_on_both_sides".into(),
+        runtime,
+        &chain,
+        |t| async move {
+            for (r, took) in both_sides(&t, "/silent", &frame(0, b"")).await? {
+                status_is(
+                    &r,
+                    "4",
+                    "grpc-web-bridge: deadline exceeded before the upstream answered",
+                )?;
+                ensure!(r.body.is_empty(), "{r:?}");
+                ensure!(
+                    r.headers.get("grpc-status").is_some(),
+                    "not trailers-only: {r:?}"
+                );
+                ensure!(took < Duration::from_millis(1500), "took {took:?}");
+            }
+            Ok(())
+        },
+    ));
+    trials.push(trial(
+        "deadline::error_after_the_deadline_is_deadline_exceeded_on_both_sides".into(),
+        runtime,
+        &chain,
+        |t| async move {
+            for (r, _) in both_sides(&t, "/cancelled-after-deadline", &frame(0, b"")).await? {
+                status_is(
+                    &r,
+                    "4",
+                    "grpc-web-bridge: deadline exceeded before the upstream answered",
+                )?;
+                let message = match r.body_trailers() {
+                    Some(_) => r.body[..hello().len()].to_vec(),
+                    None => r.body.clone(),
+                };
+                ensure!(message == hello(), "{r:?}");
+            }
+            Ok(())
+        },
+    ));
+    trials.push(trial(
+        "deadline::server_ignoring_it_after_headers_is_reset_after_the_grace".into(),
+        runtime,
+        &chain,
+        |t| async move {
+            let started = std::time::Instant::now();
+            let r = h2_call(t.edge, "/headers-then-silent", &[TIMEOUT], &frame(0, b"")).await?;
+            let took = started.elapsed();
+            ensure!(r.error.is_some(), "not reset: {r:?}");
+            ensure!(r.grpc_status().is_none_or(|s| s != "0"), "{r:?}");
+            ensure!(
+                (Duration::from_millis(1400)..Duration::from_millis(3000)).contains(&took),
+                "reset after {took:?}, wanted the deadline (500 ms) plus the grace (1 s)"
+            );
+            let admin = t.origin_admin.unwrap_or(t.edge_admin);
+            let resets =
+                Topology::counter(admin, "wasmcustom.grpc_web_bridge.origin.deadline_reset")
+                    + Topology::counter(
+                        t.edge_admin,
+                        "wasmcustom.grpc_web_bridge.edge.deadline_reset",
+                    );
+            ensure!(resets >= 1, "no deadline_reset counted");
+            Ok(())
+        },
+    ));
+    // The real server keeps its deadline (as gRPC servers do): a message,
+    // then DEADLINE_EXCEEDED in the trailers, through both sides.
+    trials.push(trial(
+        "deadline::server_ending_at_its_deadline_after_a_message_on_both_sides".into(),
+        runtime,
+        interop,
+        |t| async move {
+            let request = bridge_peers::proto::StreamingOutputCallRequest {
+                response_parameters: vec![
+                    bridge_peers::proto::ResponseParameters {
+                        size: 5,
+                        ..Default::default()
+                    },
+                    bridge_peers::proto::ResponseParameters {
+                        size: 5,
+                        interval_us: 3_000_000,
+                        ..Default::default()
+                    },
+                ],
+                ..Default::default()
+            };
+            let body = frame(0, &request.encode_to_vec());
+            let path = "/grpc.testing.TestService/StreamingOutputCall";
+            for (r, took) in both_sides(&t, path, &body).await? {
+                ensure!(r.grpc_status() == Some("4"), "{r:?}");
+                ensure!(
+                    r.body.starts_with(&[0, 0, 0, 0, 9]),
+                    "no first message: {r:?}"
+                );
+                ensure!(took < Duration::from_millis(1500), "took {took:?}");
+            }
+            Ok(())
+        },
+    ));
+    Ok(())
 }
