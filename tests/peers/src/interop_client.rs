@@ -616,6 +616,68 @@ async fn soak_fresh_channels(target: String) -> Result<()> {
     Ok(())
 }
 
+/// Probes of the response path where a proxy that holds or merges response
+/// headers goes wrong; each is one call.
+pub const PROBES: &[Case] = cases![
+    late_first_message_then_error,
+    empty_bidi_keeps_initial_metadata,
+];
+
+/// A bidi call whose only message comes 200 ms after the call started and
+/// asks for an error: the server (asked to echo initial metadata, so even
+/// grpcio sends headers first) answers headers, then the status with no
+/// message. The client must read exactly that status.
+async fn late_first_message_then_error(target: String) -> Result<()> {
+    let mut client = client(&target).await?;
+    let (tx, rx) = mpsc::channel(1);
+    let sender = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let request = StreamingOutputCallRequest {
+            response_status: Some(EchoStatus {
+                code: 7,
+                message: "denied late".into(),
+            }),
+            ..Default::default()
+        };
+        tx.send(request).await
+    });
+    let status = match client
+        .full_duplex_call(with_echo_metadata(ReceiverStream::new(rx)))
+        .await
+    {
+        Err(status) => status,
+        Ok(response) => {
+            ensure!(
+                response.metadata().get(INITIAL_KEY).is_some(),
+                "initial metadata missing: {:?}",
+                response.metadata()
+            );
+            let mut stream = response.into_inner();
+            stream.message().await.err().context("stream succeeded")?
+        }
+    };
+    sender.await??;
+    ensure!(
+        status.code() == Code::PermissionDenied && status.message() == "denied late",
+        "{status:?}"
+    );
+    Ok(())
+}
+
+/// A bidi call with no messages whose server echoes initial and trailing
+/// metadata: each must arrive where the server put it.
+async fn empty_bidi_keeps_initial_metadata(target: String) -> Result<()> {
+    let mut client = client(&target).await?;
+    let response = client
+        .full_duplex_call(with_echo_metadata(tokio_stream::empty()))
+        .await?;
+    let initial = response.metadata().clone();
+    let mut stream = response.into_inner();
+    ensure!(stream.message().await?.is_none(), "a response to nothing");
+    let trailing = stream.trailers().await?.context("no trailers")?;
+    check_echo(&initial, &trailing)
+}
+
 /// A channel that records the compression flags of response messages.
 #[derive(Clone)]
 pub struct RecordingChannel {

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use anyhow::{Result, bail};
 use bridge_peers::harness::{grpcio_client, grpcio_server, interop_server, runtime, trial};
 use bridge_peers::interop_client::{
-    CASES, NEEDS_REQUEST_COMPRESSION_FLAGS, ping_pong_awaiting_headers,
+    CASES, NEEDS_REQUEST_COMPRESSION_FLAGS, PROBES, ping_pong_awaiting_headers,
 };
 use bridge_peers::topology::{self, Hop, Topology, Upstream};
 use libtest_mimic::{Arguments, Trial};
@@ -114,7 +114,7 @@ fn main() -> Result<()> {
         ("direct_http2", Hop::DirectHttp2),
     ] {
         let topology = Arc::new(Topology::start(hop, Upstream::Server(server))?);
-        for case in CASES {
+        for case in CASES.iter().chain(PROBES) {
             let run = case.run;
             trials.push(trial(
                 format!("{label}::{}", case.name),
@@ -149,6 +149,7 @@ fn main() -> Result<()> {
     let cases = || {
         CASES
             .iter()
+            .chain(PROBES)
             .filter(|case| !NEEDS_REQUEST_COMPRESSION_FLAGS.contains(&case.name))
     };
     for case in cases() {
