@@ -9,7 +9,7 @@ use std::sync::Arc;
 use anyhow::{Result, bail};
 use bridge_peers::harness::{grpcio_client, grpcio_server, interop_server, runtime, trial};
 use bridge_peers::interop_client::{
-    CASES, NEEDS_REQUEST_COMPRESSION_FLAGS, PROBES, ping_pong_awaiting_headers,
+    AWAITING_HEADERS, CASES, NEEDS_REQUEST_COMPRESSION_FLAGS, PROBES,
 };
 use bridge_peers::topology::{self, Hop, Topology, Upstream};
 use libtest_mimic::{Arguments, Trial};
@@ -124,11 +124,12 @@ fn main() -> Result<()> {
             ));
         }
         if hop == Hop::Nginx {
+            let run = AWAITING_HEADERS.run;
             trials.push(trial(
-                format!("{label}::ping_pong_awaiting_headers"),
+                format!("{label}::{}", AWAITING_HEADERS.name),
                 &runtime,
                 &topology,
-                |topology| ping_pong_awaiting_headers(format!("http://{}", topology.edge)),
+                move |topology| run(format!("http://{}", topology.edge)),
             ));
             trials.push(trial(
                 "grpcio_client::nginx::every_case_to_tonic".into(),

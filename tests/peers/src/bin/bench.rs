@@ -14,6 +14,7 @@ use tokio_stream::wrappers::ReceiverStream;
 
 const ROUND_TRIPS: usize = 2000;
 const UNARY_CALLS: usize = 2000;
+const AWAIT_HEADERS_CALLS: usize = 500;
 const STREAM_MESSAGES: usize = 200;
 const STREAM_INTERVAL: Duration = Duration::from_millis(5);
 
@@ -59,6 +60,29 @@ async fn ping_pong(target: &str) -> Result<Vec<Duration>> {
         if round > 0 {
             samples.push(started.elapsed());
         }
+    }
+    Ok(samples)
+}
+
+/// Bidi calls whose client waits for the response headers before its first
+/// message (tonic's natural await-then-send pattern): each sample is one
+/// call, from its start to its first response. A proxy that held response
+/// headers would add its hold to every one.
+async fn await_headers_first_exchange(target: &str) -> Result<Vec<Duration>> {
+    let mut client = TestServiceClient::new(channel(target).await?);
+    let mut samples = Vec::with_capacity(AWAIT_HEADERS_CALLS);
+    for _ in 0..AWAIT_HEADERS_CALLS {
+        let started = Instant::now();
+        let (tx, rx) = mpsc::channel(1);
+        let mut pongs = client
+            .full_duplex_call(ReceiverStream::new(rx))
+            .await?
+            .into_inner();
+        tx.send(ask(64)).await?;
+        pongs.message().await?.context("stream ended")?;
+        samples.push(started.elapsed());
+        drop(tx);
+        ensure!(pongs.message().await?.is_none(), "extra response");
     }
     Ok(samples)
 }
@@ -135,11 +159,14 @@ fn main() -> Result<()> {
     ) -> std::pin::Pin<
         Box<dyn std::future::Future<Output = Result<Vec<Duration>>> + '_>,
     >;
-    let measurements: [(&str, Measure); 3] = [
+    let measurements: [(&str, Measure); 4] = [
         ("bidi ping-pong round trip (64 B)", |t| {
             Box::pin(ping_pong(t))
         }),
         ("unary EmptyCall", |t| Box::pin(unary(t))),
+        ("bidi call awaiting headers, start to first response", |t| {
+            Box::pin(await_headers_first_exchange(t))
+        }),
         ("server-stream inter-arrival excess (5 ms spacing)", |t| {
             Box::pin(stream_lateness(t))
         }),

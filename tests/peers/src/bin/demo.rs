@@ -1,6 +1,8 @@
 //! `make demo`: starts the local topology (native gRPC client → edge Envoy
 //! → nginx, HTTP/1.1 → origin Envoy → interop server), runs every interop
-//! case through it, prints a table, and stops everything.
+//! case through it, then a client that awaits the response headers before
+//! sending and the response-path probes, prints a table, and stops
+//! everything.
 
 use anyhow::Result;
 use bridge_peers::topology::{Hop, Topology, Upstream};
@@ -22,8 +24,12 @@ fn main() -> Result<()> {
         topology.origin.map_or("-".into(), |o| o.to_string())
     );
     println!();
-    let failed =
-        bridge_peers::interop_client::run_all(&runtime, &format!("http://{}", topology.edge));
+    use bridge_peers::interop_client::{AWAITING_HEADERS, CASES, PROBES, run_cases};
+    let cases = CASES
+        .iter()
+        .chain(std::iter::once(&AWAITING_HEADERS))
+        .chain(PROBES);
+    let failed = run_cases(&runtime, &format!("http://{}", topology.edge), cases);
     if failed > 0 {
         eprintln!("{}", topology.logs());
         std::process::exit(1);
