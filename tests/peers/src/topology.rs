@@ -325,6 +325,67 @@ impl Topology {
         Ok(topology)
     }
 
+    /// Starts one origin Envoy from `config` (a file in `envoy/`, e.g.
+    /// `origin-browsers.yaml`) in front of `server`; `edge` and `origin`
+    /// are both its listener.
+    pub fn start_origin(config: &str, server: SocketAddr) -> Result<Topology> {
+        let path = repo_root().join("envoy").join(config);
+        let text = std::fs::read_to_string(&path)?;
+        let raw: Value = serde_yaml::from_str(&text)?;
+        let listen = raw
+            .pointer("/static_resources/listeners/0/address/socket_address/port_value")
+            .and_then(Value::as_u64)
+            .context("no listener port")? as u16;
+        let admin = raw
+            .pointer("/admin/address/socket_address/port_value")
+            .and_then(Value::as_u64)
+            .context("no admin port")? as u16;
+        let ports = HashMap::from([
+            (listen, free_port()?),
+            (admin, free_port()?),
+            (50051, server.port()),
+        ]);
+        let dir = std::env::temp_dir().join(format!(
+            "grpc-web-bridge-{}-{}",
+            std::process::id(),
+            free_port()?
+        ));
+        std::fs::create_dir_all(&dir)?;
+        let local = |port: u16| SocketAddr::from(([127, 0, 0, 1], ports[&port]));
+        let mut topology = Topology {
+            edge: local(listen),
+            origin: Some(local(listen)),
+            edge_admin: local(admin),
+            origin_admin: Some(local(admin)),
+            dir,
+            processes: Vec::new(),
+            children: Vec::new(),
+        };
+        let service = Service {
+            name: config.trim_end_matches(".yaml").to_string(),
+            kind: crate::graph::Kind::Envoy,
+            image: String::new(),
+            config: Some(path.clone()),
+            listen: Some(listen),
+            admin: Some(admin),
+            upstream: None,
+            published: Vec::new(),
+        };
+        topology.start_envoy(
+            &service,
+            &local_envoy_config(&path, &ports, &wasm_module())?,
+        )?;
+        let result = wait_for("origin admin", || envoy_ready(local(admin))).and_then(|()| {
+            wait_for("origin listener", || {
+                TcpStream::connect(local(listen)).is_ok()
+            })
+        });
+        if let Err(error) = result {
+            bail!("{error}\n{}", topology.logs());
+        }
+        Ok(topology)
+    }
+
     fn record(&mut self, service: &Service, child: Child) {
         self.processes.push((
             service.name.clone(),

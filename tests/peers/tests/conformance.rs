@@ -929,6 +929,42 @@ fn deadline_trials(
             Ok(())
         },
     ));
+    let browsers = Arc::new(Topology::start_origin("origin-browsers.yaml", scripted)?);
+    trials.push(trial(
+        "deadline::browser_gets_deadline_exceeded_with_cors_from_a_silent_server".into(),
+        runtime,
+        &browsers,
+        |t| async move {
+            let page = "http://127.0.0.1:5173";
+            let headers = [
+                ("content-type", "application/grpc-web-text"),
+                ("accept", "application/grpc-web-text"),
+                ("x-grpc-web", "1"),
+                ("origin", page),
+                TIMEOUT,
+            ];
+            let body = STANDARD.encode(frame(0, b""));
+            let r = http1_call(t.edge, "/silent", &headers, body.as_bytes()).await?;
+            status_is(
+                &r,
+                "4",
+                "grpc-web-bridge: deadline exceeded before the upstream answered",
+            )?;
+            ensure!(
+                r.headers
+                    .get("access-control-allow-origin")
+                    .is_some_and(|v| v == page),
+                "no CORS on the reply: {r:?}"
+            );
+            ensure!(
+                r.headers
+                    .get("content-type")
+                    .is_some_and(|v| v == "application/grpc-web-text+proto"),
+                "{r:?}"
+            );
+            Ok(())
+        },
+    ));
     // The real server keeps its deadline (as gRPC servers do): a message,
     // then DEADLINE_EXCEEDED in the trailers, through both sides.
     trials.push(trial(
