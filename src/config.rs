@@ -32,6 +32,9 @@ pub struct Config {
     /// Largest frame accepted in either direction, in bytes.
     #[serde(default = "default_max_frame_bytes")]
     pub max_frame_bytes: u32,
+    /// Largest trailer block passed to a client (HTTP/2 header-list size).
+    #[serde(default = "default_max_trailer_bytes")]
+    pub max_trailer_bytes: u32,
     /// Origin only: also convert unmarked gRPC-web from browsers.
     #[serde(default)]
     pub serve_browsers: bool,
@@ -40,6 +43,14 @@ pub struct Config {
     /// left; then the stream is reset. In ms.
     #[serde(default = "default_deadline_grace_ms")]
     pub deadline_grace_ms: u32,
+}
+
+/// Default for `max_trailer_bytes`: what grpc-java and grpc-core accept
+/// by default (8 KiB of metadata).
+pub const DEFAULT_MAX_TRAILER_BYTES: u32 = 8192;
+
+fn default_max_trailer_bytes() -> u32 {
+    DEFAULT_MAX_TRAILER_BYTES
 }
 
 /// Default for `deadline_grace_ms`.
@@ -108,6 +119,12 @@ impl Config {
                 self.max_frame_bytes
             ));
         }
+        if !(256..=1 << 20).contains(&self.max_trailer_bytes) {
+            return Err(format!(
+                "max_trailer_bytes: {} must be between 256 and 1048576",
+                self.max_trailer_bytes
+            ));
+        }
         if !(1..=60_000).contains(&self.deadline_grace_ms) {
             return Err(format!(
                 "deadline_grace_ms: {} must be between 1 and 60000",
@@ -145,7 +162,7 @@ mod tests {
     fn every_field_is_read() {
         let json = format!(
             r#"{{"side":"origin","marker_header":"x-bridged","marker_secret":"{SECRET}",
-                "max_frame_bytes":1024,"serve_browsers":true,"deadline_grace_ms":20}}"#
+                "max_frame_bytes":1024,"serve_browsers":true,"deadline_grace_ms":20,"max_trailer_bytes":4096}}"#
         );
         let config = Config::from_json(json.as_bytes()).unwrap();
         assert_eq!(
@@ -157,6 +174,7 @@ mod tests {
                 max_frame_bytes: 1024,
                 serve_browsers: true,
                 deadline_grace_ms: 20,
+                max_trailer_bytes: 4096,
             }
         );
     }
@@ -200,6 +218,10 @@ mod tests {
             (
                 r#"{"side":"edge","marker_secret":"0123456789abcdef","deadline_grace_ms":0}"#,
                 "deadline_grace_ms",
+            ),
+            (
+                r#"{"side":"edge","marker_secret":"0123456789abcdef","max_trailer_bytes":10}"#,
+                "max_trailer_bytes",
             ),
             ("not json", "invalid configuration"),
         ];

@@ -65,6 +65,7 @@ fn slug(kind: &ErrorKind) -> &'static str {
         ErrorKind::MissingTrailers => "missing_trailers",
         ErrorKind::MissingStatus => "missing_status",
         ErrorKind::InvalidStatus(_) => "invalid_status",
+        ErrorKind::TrailersTooLarge { .. } => "trailers_too_large",
         ErrorKind::HttpStatus(_) => "http_status",
         ErrorKind::NotGrpc => "not_grpc",
         ErrorKind::InvalidMarker => "invalid_marker",

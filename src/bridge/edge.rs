@@ -20,8 +20,8 @@ use bytes::Bytes;
 use flate2::read::{GzDecoder, ZlibDecoder};
 
 use super::{
-    Action, Body, Deadline, FrameReader, Host, Map, StreamBridge, content_type, error_fields,
-    reply_error, report, settle_map, settle_status,
+    Action, Body, Deadline, FrameReader, Host, Map, StreamBridge, bound_trailers, content_type,
+    error_fields, reply_error, report, settle_map, settle_status,
 };
 use crate::codec::{ContentType, Error, ErrorKind, Metadata, Peer, Protocol, decode_trailer_block};
 use crate::config::Config;
@@ -113,7 +113,7 @@ impl Edge {
                 let found = body
                     .frame_trailers
                     .or(body.header_trailers)
-                    .or(upstream.filter(|t| t.get("grpc-status").is_some()));
+                    .or(upstream.filter(|t| !t.0.is_empty()));
                 match found {
                     Some(fields) => fields,
                     None => {
@@ -129,6 +129,7 @@ impl Edge {
             }
         };
         host.cancel_timer();
+        bound_trailers(host, &mut fields, self.config.max_trailer_bytes);
         let passed = Deadline::passed(self.deadline, host);
         settle_status(host, &mut fields, passed);
         Some(fields)

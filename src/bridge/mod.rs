@@ -168,6 +168,21 @@ fn settle_status(host: &mut dyn Host, fields: &mut Metadata, deadline_passed: bo
     }
 }
 
+/// Replaces trailers over `limit` (HTTP/2 header-list size) with an error:
+/// a client's HTTP/2 stack would refuse the whole block (grpc-java and
+/// grpc-core accept 8 KiB by default).
+fn bound_trailers(host: &mut dyn Host, fields: &mut Metadata, limit: u32) {
+    let size: usize = fields
+        .iter()
+        .map(|(name, value)| name.len() + value.len() + 32)
+        .sum();
+    if size > limit as usize {
+        let error = ErrorKind::TrailersTooLarge { size, limit }.from(Peer::Upstream);
+        report(host, &error);
+        *fields = error_fields(&error);
+    }
+}
+
 /// Settles the status carried in a header map (trailers, or the headers of
 /// a trailers-only reply), touching only `grpc-status` and `grpc-message`.
 fn settle_map(host: &mut dyn Host, map: Map, deadline_passed: bool) {

@@ -26,8 +26,8 @@
 use std::rc::Rc;
 
 use super::{
-    Action, Body, Deadline, FrameReader, Host, Map, StreamBridge, content_type, error_fields,
-    reply_error, report, secret_matches, settle_map, settle_status,
+    Action, Body, Deadline, FrameReader, Host, Map, StreamBridge, bound_trailers, content_type,
+    error_fields, reply_error, report, secret_matches, settle_map, settle_status,
 };
 use crate::codec::{Error, ErrorKind, FrameScanner, Metadata, Peer, Piece, Protocol};
 use crate::config::Config;
@@ -93,6 +93,7 @@ impl Origin {
     /// The call's final fields, settled (see [`settle_status`]).
     fn settle(&mut self, host: &mut dyn Host, mut fields: Metadata) -> Metadata {
         host.cancel_timer();
+        bound_trailers(host, &mut fields, self.config.max_trailer_bytes);
         let passed = Deadline::passed(self.deadline, host);
         settle_status(host, &mut fields, passed);
         self.response = Response::Done;

@@ -24,6 +24,7 @@ fn config(side: Side, serve_browsers: bool) -> Rc<Config> {
         max_frame_bytes: 1024,
         serve_browsers,
         deadline_grace_ms: 1000,
+        max_trailer_bytes: 512,
     })
 }
 
@@ -516,6 +517,33 @@ mod edge {
         );
     }
     #[test]
+    fn oversized_trailer_frame_never_becomes_an_oversized_block() {
+        let (mut edge, mut host) = converted();
+        host.send_response_headers(&mut edge, WEB_RESPONSE, false);
+        let block = format!("grpc-status:0\r\nx-big:{}\r\n", "x".repeat(600));
+        host.send_response_body(&mut edge, &trailer_frame(block.as_bytes(), false), false);
+        host.send_response_body(&mut edge, b"", true);
+        let trailers = host.downstream_trailers.clone().unwrap();
+        assert_eq!(status_of(&trailers).0, "8");
+        assert_eq!(trailers.get("x-big"), None);
+    }
+
+    #[test]
+    fn real_trailers_without_status_keep_their_metadata_and_get_unknown() {
+        let (mut edge, mut host) = converted();
+        host.send_response_headers(&mut edge, WEB_RESPONSE, false);
+        host.send_response_body(&mut edge, &message(b"hi"), false);
+        host.send_response_trailers(&mut edge, &[("x-only", "1")]);
+        let trailers = host.downstream_trailers.clone().unwrap();
+        assert_status(
+            &trailers,
+            "2",
+            "grpc-web-bridge: upstream sent trailers without grpc-status",
+        );
+        assert_eq!(trailers.get("x-only"), Some(&b"1"[..]));
+    }
+
+    #[test]
     fn deadline_before_the_response_is_a_trailers_only_deadline_exceeded() {
         let (mut edge, mut host) = converted();
         assert_eq!(host.timer, Some(1000));
@@ -790,6 +818,20 @@ mod origin {
                 assert_eq!(settled.get(name), Some(value.as_bytes()));
             }
         }
+    }
+
+    #[test]
+    fn trailers_over_the_limit_become_resource_exhausted() {
+        let (mut origin, mut host) = streaming();
+        let big = "x".repeat(600);
+        host.send_response_trailers(&mut origin, &[("grpc-status", "0"), ("x-big", &big)]);
+        let trailers = host.downstream_trailers.clone().unwrap();
+        assert_status(
+            &trailers,
+            "8",
+            "grpc-web-bridge: upstream sent 681 bytes of trailers, over the 512-byte limit",
+        );
+        assert_eq!(trailers.get("x-big"), None);
     }
 
     #[test]

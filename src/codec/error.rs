@@ -61,6 +61,9 @@ pub enum ErrorKind {
     /// Envoy's gRPC-web filter refused a grpc-web-text request body as
     /// invalid base64 (it names no offset).
     InvalidBase64Text,
+    /// A trailer block larger than `max_trailer_bytes` (HTTP/2 header-list
+    /// size: each field's name and value plus 32).
+    TrailersTooLarge { size: usize, limit: u32 },
     /// `grpc-status` was not exactly one code from 0 to 16 (the values seen).
     InvalidStatus(String),
     /// The upstream answered 200 with a content-type that is not gRPC.
@@ -90,7 +93,9 @@ impl Error {
     /// The grpc-status the client receives for this error.
     pub fn code(&self) -> Code {
         match self.kind {
-            ErrorKind::FrameTooLarge { .. } => Code::ResourceExhausted,
+            ErrorKind::FrameTooLarge { .. } | ErrorKind::TrailersTooLarge { .. } => {
+                Code::ResourceExhausted
+            }
             ErrorKind::MissingStatus | ErrorKind::InvalidStatus(_) => Code::Unknown,
             ErrorKind::HttpStatus(status) => Code::from_http_status(status),
             ErrorKind::NotGrpc => Code::Unknown,
@@ -168,6 +173,10 @@ impl fmt::Display for Error {
                 )
             }
             ErrorKind::MissingStatus => write!(f, "{who} sent trailers without grpc-status"),
+            ErrorKind::TrailersTooLarge { size, limit } => write!(
+                f,
+                "{who} sent {size} bytes of trailers, over the {limit}-byte limit"
+            ),
             ErrorKind::InvalidStatus(values) => {
                 write!(f, "{who} sent an invalid grpc-status {values:?}")
             }

@@ -157,6 +157,37 @@ fn native_scripts() -> Scripts {
         ],
     );
     s.insert("/special-message", vec![head(), Step::Trailers(vec![("grpc-status", "2"), ("grpc-message", "%09%0Atest with whitespace%0D%0Aand Unicode BMP %E2%98%BA and non-BMP %F0%9F%98%88%09%0A")])]);
+    let mut truncated = hello();
+    truncated.extend_from_slice(&frame(0, &[7; 121])[..15]);
+    s.insert(
+        "/truncated",
+        vec![head(), Step::Data(truncated, false), ok()],
+    );
+    let big: &'static str = Box::leak("x".repeat(20_000).into_boxed_str());
+    s.insert(
+        "/oversized-trailers",
+        vec![
+            head(),
+            Step::Data(hello(), false),
+            Step::Trailers(vec![("grpc-status", "0"), ("x-big", big)]),
+        ],
+    );
+    for (path, status) in [
+        ("/status-abc", vec![("grpc-status", "abc")]),
+        (
+            "/status-twice",
+            vec![("grpc-status", "0"), ("grpc-status", "13")],
+        ),
+        (
+            "/status-20-digits",
+            vec![("grpc-status", "99999999999999999999")],
+        ),
+    ] {
+        s.insert(
+            path,
+            vec![head(), Step::Data(hello(), false), Step::Trailers(status)],
+        );
+    }
     let compressed = frame(1, &gzip(b"squeezed"));
     s.insert(
         "/compressed-message",
@@ -293,6 +324,46 @@ fn native_cases() -> Vec<(&'static str, Check)> {
                 ensure!(r.headers.get("grpc-encoding").is_some_and(|v| v == "gzip"));
                 Ok(())
             }),
+        ),
+    ]
+}
+
+/// Upstream misbehaviour the origin must turn into one clear status, seen
+/// by a native client through the chain and by gRPC-web at the origin.
+fn hostile_native_cases() -> Vec<(&'static str, &'static str, &'static str, String)> {
+    let invalid =
+        |what: &str| format!("grpc-web-bridge: upstream sent an invalid grpc-status {what:?}");
+    vec![
+        (
+            "/truncated",
+            "truncated_message_never_leaves_and_ends_internal",
+            "13",
+            "grpc-web-bridge: upstream ended the stream 111 bytes short of a frame's end".into(),
+        ),
+        (
+            "/oversized-trailers",
+            "oversized_trailers_become_resource_exhausted",
+            "8",
+            "grpc-web-bridge: upstream sent 20081 bytes of trailers, over the 8192-byte limit"
+                .into(),
+        ),
+        (
+            "/status-abc",
+            "non_numeric_status_becomes_unknown",
+            "2",
+            invalid("abc"),
+        ),
+        (
+            "/status-twice",
+            "two_statuses_become_unknown",
+            "2",
+            invalid("0,13"),
+        ),
+        (
+            "/status-20-digits",
+            "twenty_digit_status_becomes_unknown",
+            "2",
+            invalid("99999999999999999999"),
         ),
     ]
 }
@@ -592,6 +663,34 @@ fn main() -> Result<()> {
             &runtime,
             &chain,
             move |t| async move { check(h2_call(t.edge, path, &[], &frame(0, b"")).await?) },
+        ));
+    }
+
+    for (path, name, code, message) in hostile_native_cases() {
+        trials.push(trial(
+            format!("hostile_upstream::{name}"),
+            &runtime,
+            &chain,
+            move |t| async move {
+                let native = h2_call(t.edge, path, &[], &frame(0, b"")).await?;
+                let origin = t.origin.unwrap_or(t.edge);
+                let web =
+                    http1_call(origin, path, &[GRPC_WEB, (MARKER, SECRET)], &frame(0, b"")).await?;
+                for r in [native, web] {
+                    status_is(&r, code, &message)?;
+                    let body = match r.body_trailers() {
+                        Some(block) => &r.body[..r.body.len() - block.len() - 5],
+                        None => &r.body[..],
+                    };
+                    ensure!(body == hello(), "body {:?}", r.body);
+                }
+                // The next normal call on the same Envoys works.
+                status_is(
+                    &h2_call(t.edge, "/bin-metadata", &[], &frame(0, b"")).await?,
+                    "0",
+                    "",
+                )
+            },
         ));
     }
 
