@@ -271,8 +271,8 @@ impl Host for EnvoyHost {
         TIMED.with(|timed| timed.borrow_mut().remove(&self.id));
     }
 
-    fn response_details(&self) -> Option<Vec<u8>> {
-        raw::get_property(b"response\0code_details")
+    fn property(&self, path: &str) -> Option<Vec<u8>> {
+        raw::get_property(path.as_bytes())
     }
 
     fn now_millis(&self) -> u64 {
@@ -395,9 +395,14 @@ mod raw {
 
     /// Takes ownership of memory the host allocated through the SDK's
     /// `proxy_on_memory_allocate`.
+    /// An OK status with no data is an empty value (a header present but
+    /// empty must not read as absent).
     fn owned(status: u32, data: *mut u8, len: usize) -> Option<Vec<u8>> {
-        if status != OK || data.is_null() {
+        if status != OK {
             return None;
+        }
+        if data.is_null() || len == 0 {
+            return Some(Vec::new());
         }
         // SAFETY: the host wrote `len` bytes into an allocation of exactly
         // `len` bytes made by this module's allocator, and hands it over.

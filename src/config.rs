@@ -2,6 +2,8 @@
 //! when the plugin starts. A bad configuration fails the plugin with a
 //! message naming the field.
 
+use std::collections::BTreeMap;
+
 use serde::Deserialize;
 
 /// Which conversion this instance of the filter performs.
@@ -18,24 +20,33 @@ pub enum Side {
 pub const DEFAULT_MAX_FRAME_BYTES: u32 = 4 * 1024 * 1024;
 /// Default name of the header that marks requests the edge converted.
 pub const DEFAULT_MARKER_HEADER: &str = "x-grpc-web-bridge";
+/// Default for `max_trailer_bytes`: what grpc-java and grpc-core accept
+/// by default (8 KiB of metadata).
+pub const DEFAULT_MAX_TRAILER_BYTES: u32 = 8192;
+/// Default for `deadline_grace_ms`.
+pub const DEFAULT_DEADLINE_GRACE_MS: u32 = 1000;
+/// Default for `marker.max_age_s`.
+pub const DEFAULT_MARKER_MAX_AGE_S: u32 = 30;
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     pub side: Side,
-    /// Header the edge adds to each request it converts.
-    #[serde(default = "default_marker_header")]
-    pub marker_header: String,
-    /// Shared secret carried as the marker's value: the origin converts only
-    /// requests whose marker matches, so clients cannot forge it.
-    pub marker_secret: String,
+    /// How the edge marks the requests it converts, and how the origin
+    /// checks the mark.
+    pub marker: Marker,
+    /// Edge only: convert (and mark) only requests routed to these clusters,
+    /// the ones that lead to an origin; empty: every gRPC request.
+    #[serde(default)]
+    pub origin_clusters: Vec<String>,
     /// Largest frame accepted in either direction, in bytes.
     #[serde(default = "default_max_frame_bytes")]
     pub max_frame_bytes: u32,
     /// Largest trailer block passed to a client (HTTP/2 header-list size).
     #[serde(default = "default_max_trailer_bytes")]
     pub max_trailer_bytes: u32,
-    /// Origin only: also convert unmarked gRPC-web from browsers.
+    /// Origin only: also guard unmarked calls (browsers' gRPC-web, which
+    /// Envoy's gRPC-web filter then converts without a matcher).
     #[serde(default)]
     pub serve_browsers: bool,
     /// How long after a call's deadline the upstream may still end the call
@@ -45,19 +56,47 @@ pub struct Config {
     pub deadline_grace_ms: u32,
 }
 
-/// Default for `max_trailer_bytes`: what grpc-java and grpc-core accept
-/// by default (8 KiB of metadata).
-pub const DEFAULT_MAX_TRAILER_BYTES: u32 = 8192;
+/// The marker: signed with rotating keys (the default), or, as an explicit
+/// legacy choice, one static secret.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Marker {
+    #[serde(default = "default_marker_header")]
+    pub header: String,
+    /// Key id → key (32 or more printable characters). The origin accepts a
+    /// marker signed with any of them; roll a new key out to every origin
+    /// before an edge signs with it, and retire the old one after.
+    #[serde(default)]
+    pub keys: BTreeMap<String, String>,
+    /// Edge: the key id it signs with.
+    #[serde(default)]
+    pub sign_with: Option<String>,
+    /// Origin: how far (either way) a marker's time may be from its clock.
+    #[serde(default = "default_marker_max_age_s")]
+    pub max_age_s: u32,
+    /// Legacy: the marker is this secret, sent as it is on every request
+    /// (replayable by anyone who sees the hop). Excludes `keys`.
+    #[serde(default)]
+    pub static_secret: Option<String>,
+}
+
+impl Marker {
+    /// An accepted key by its id.
+    pub fn key(&self, id: &str) -> Option<&[u8]> {
+        self.keys.get(id).map(|key| key.as_bytes())
+    }
+}
 
 fn default_max_trailer_bytes() -> u32 {
     DEFAULT_MAX_TRAILER_BYTES
 }
 
-/// Default for `deadline_grace_ms`.
-pub const DEFAULT_DEADLINE_GRACE_MS: u32 = 1000;
-
 fn default_deadline_grace_ms() -> u32 {
     DEFAULT_DEADLINE_GRACE_MS
+}
+
+fn default_marker_max_age_s() -> u32 {
+    DEFAULT_MARKER_MAX_AGE_S
 }
 
 fn default_marker_header() -> String {
@@ -95,24 +134,7 @@ impl Config {
     }
 
     fn validate(&self) -> Result<(), String> {
-        let name = &self.marker_header;
-        let token = |b: u8| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_';
-        if name.is_empty() || !name.bytes().all(token) {
-            return Err(format!(
-                "marker_header: {name:?} must be a non-empty lowercase header name (a-z, 0-9, '-', '_')"
-            ));
-        }
-        if RESERVED_HEADERS.contains(&name.as_str()) || name.starts_with("grpc-") {
-            return Err(format!(
-                "marker_header: {name:?} is a header the bridge or gRPC uses"
-            ));
-        }
-        if self.marker_secret.len() < 16 {
-            return Err("marker_secret: must be at least 16 characters".to_string());
-        }
-        if !self.marker_secret.bytes().all(|b| b.is_ascii_graphic()) {
-            return Err("marker_secret: must be printable ASCII without spaces".to_string());
-        }
+        self.marker.validate(self.side)?;
         if self.max_frame_bytes == 0 || self.max_frame_bytes > 1 << 30 {
             return Err(format!(
                 "max_frame_bytes: {} must be between 1 and 1073741824",
@@ -134,7 +156,68 @@ impl Config {
         if self.serve_browsers && self.side == Side::Edge {
             return Err("serve_browsers: only applies to side \"origin\"".to_string());
         }
+        if !self.origin_clusters.is_empty() && self.side == Side::Origin {
+            return Err("origin_clusters: only applies to side \"edge\"".to_string());
+        }
         Ok(())
+    }
+}
+
+impl Marker {
+    fn validate(&self, side: Side) -> Result<(), String> {
+        let name = &self.header;
+        let token = |b: u8| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_';
+        if name.is_empty() || !name.bytes().all(token) {
+            return Err(format!(
+                "marker.header: {name:?} must be a non-empty lowercase header name (a-z, 0-9, '-', '_')"
+            ));
+        }
+        if RESERVED_HEADERS.contains(&name.as_str()) || name.starts_with("grpc-") {
+            return Err(format!(
+                "marker.header: {name:?} is a header the bridge or gRPC uses"
+            ));
+        }
+        let printable = |s: &str| s.bytes().all(|b| b.is_ascii_graphic());
+        if let Some(secret) = &self.static_secret {
+            if !self.keys.is_empty() || self.sign_with.is_some() {
+                return Err("marker.static_secret: excludes keys and sign_with".to_string());
+            }
+            if secret.len() < 16 || !printable(secret) {
+                return Err(
+                    "marker.static_secret: must be 16 or more printable ASCII characters"
+                        .to_string(),
+                );
+            }
+            return Ok(());
+        }
+        if self.keys.is_empty() {
+            return Err("marker.keys: at least one key (or an explicit static_secret)".to_string());
+        }
+        for (id, key) in &self.keys {
+            let id_ok = |b: u8| b.is_ascii_alphanumeric() || b == b'-' || b == b'_';
+            if id.is_empty() || id.len() > 64 || !id.bytes().all(id_ok) {
+                return Err(format!(
+                    "marker.keys: key id {id:?} must be 1-64 of A-Z, a-z, 0-9, '-', '_'"
+                ));
+            }
+            if key.len() < 32 || !printable(key) {
+                return Err(format!(
+                    "marker.keys.{id}: must be 32 or more printable ASCII characters"
+                ));
+            }
+        }
+        match (side, &self.sign_with) {
+            (Side::Edge, None) => Err("marker.sign_with: the edge needs a key id".to_string()),
+            (Side::Edge, Some(id)) if !self.keys.contains_key(id) => {
+                Err(format!("marker.sign_with: {id:?} is not in marker.keys"))
+            }
+            (Side::Origin, Some(_)) => Err("marker.sign_with: only the edge signs".to_string()),
+            _ if !(1..=3600).contains(&self.max_age_s) => Err(format!(
+                "marker.max_age_s: {} must be between 1 and 3600",
+                self.max_age_s
+            )),
+            _ => Ok(()),
+        }
     }
 }
 
@@ -144,86 +227,116 @@ mod tests {
     #[cfg(target_arch = "wasm32")]
     use wasm_bindgen_test::wasm_bindgen_test as test;
 
-    const SECRET: &str = "0123456789abcdef";
+    const KEY: &str = "0123456789abcdef0123456789abcdef";
+
+    fn edge(extra: &str) -> String {
+        format!(r#"{{"side":"edge","marker":{{"keys":{{"k1":"{KEY}"}},"sign_with":"k1"}}{extra}}}"#)
+    }
 
     #[test]
     fn minimal_config_takes_defaults() {
-        let config = Config::from_json(
-            format!(r#"{{"side":"edge","marker_secret":"{SECRET}"}}"#).as_bytes(),
-        )
-        .unwrap();
+        let config = Config::from_json(edge("").as_bytes()).unwrap();
         assert_eq!(config.side, Side::Edge);
-        assert_eq!(config.marker_header, DEFAULT_MARKER_HEADER);
+        assert_eq!(config.marker.header, DEFAULT_MARKER_HEADER);
+        assert_eq!(config.marker.max_age_s, DEFAULT_MARKER_MAX_AGE_S);
         assert_eq!(config.max_frame_bytes, DEFAULT_MAX_FRAME_BYTES);
+        assert_eq!(config.max_trailer_bytes, DEFAULT_MAX_TRAILER_BYTES);
+        assert_eq!(config.deadline_grace_ms, DEFAULT_DEADLINE_GRACE_MS);
+        assert!(config.origin_clusters.is_empty());
         assert!(!config.serve_browsers);
     }
 
     #[test]
     fn every_field_is_read() {
         let json = format!(
-            r#"{{"side":"origin","marker_header":"x-bridged","marker_secret":"{SECRET}",
-                "max_frame_bytes":1024,"serve_browsers":true,"deadline_grace_ms":20,"max_trailer_bytes":4096}}"#
+            r#"{{"side":"origin","marker":{{"header":"x-bridged","keys":{{"a":"{KEY}","b":"{KEY}"}},
+                "max_age_s":5}},"max_frame_bytes":1024,"serve_browsers":true,
+                "deadline_grace_ms":20,"max_trailer_bytes":4096}}"#
         );
         let config = Config::from_json(json.as_bytes()).unwrap();
         assert_eq!(
             config,
             Config {
                 side: Side::Origin,
-                marker_header: "x-bridged".into(),
-                marker_secret: SECRET.into(),
+                marker: Marker {
+                    header: "x-bridged".into(),
+                    keys: [("a".into(), KEY.into()), ("b".into(), KEY.into())].into(),
+                    sign_with: None,
+                    max_age_s: 5,
+                    static_secret: None,
+                },
+                origin_clusters: Vec::new(),
                 max_frame_bytes: 1024,
                 serve_browsers: true,
                 deadline_grace_ms: 20,
                 max_trailer_bytes: 4096,
             }
         );
+        let json = r#"{"side":"origin","marker":{"static_secret":"0123456789abcdef"}}"#;
+        let config = Config::from_json(json.as_bytes()).unwrap();
+        assert_eq!(
+            config.marker.static_secret.as_deref(),
+            Some("0123456789abcdef")
+        );
+        let config = Config::from_json(edge(r#","origin_clusters":["hop"]"#).as_bytes()).unwrap();
+        assert_eq!(config.origin_clusters, ["hop"]);
     }
 
     #[test]
     fn errors_name_the_field() {
+        let origin = |marker: &str| format!(r#"{{"side":"origin","marker":{marker}}}"#);
         let cases = [
+            (r#"{"side":"middle"}"#.to_string(), "side"),
+            (r#"{"side":"edge"}"#.into(), "marker"),
+            (edge(r#","colour":1"#), "colour"),
+            (origin(r#"{"keys":{}}"#), "marker.keys"),
+            (origin(r#"{"keys":{"k":"short"}}"#), "marker.keys.k"),
             (
-                r#"{"side":"middle","marker_secret":"0123456789abcdef"}"#,
-                "side",
-            ),
-            (r#"{"side":"edge"}"#, "marker_secret"),
-            (
-                r#"{"side":"edge","marker_secret":"short"}"#,
-                "marker_secret",
-            ),
-            (
-                r#"{"side":"edge","marker_secret":"0123456789abcdef","colour":1}"#,
-                "colour",
+                origin(&format!(r#"{{"keys":{{"a.b":"{KEY}"}}}}"#)),
+                "key id",
             ),
             (
-                r#"{"side":"edge","marker_secret":"0123456789abcdef","marker_header":"X-Up"}"#,
-                "marker_header",
+                origin(&format!(r#"{{"keys":{{"k":"{KEY}"}},"sign_with":"k"}}"#)),
+                "sign_with",
             ),
             (
-                r#"{"side":"edge","marker_secret":"0123456789abcdef","marker_header":"te"}"#,
-                "marker_header",
+                format!(r#"{{"side":"edge","marker":{{"keys":{{"k":"{KEY}"}}}}}}"#),
+                "marker.sign_with",
             ),
             (
-                r#"{"side":"edge","marker_secret":"0123456789abcdef","max_frame_bytes":0}"#,
-                "max_frame_bytes",
+                format!(r#"{{"side":"edge","marker":{{"keys":{{"k":"{KEY}"}},"sign_with":"j"}}}}"#),
+                "marker.sign_with",
             ),
             (
-                r#"{"side":"edge","marker_secret":"0123456789abcdef","serve_browsers":true}"#,
-                "serve_browsers",
+                origin(&format!(r#"{{"keys":{{"k":"{KEY}"}},"max_age_s":0}}"#)),
+                "max_age_s",
+            ),
+            (origin(r#"{"static_secret":"short"}"#), "static_secret"),
+            (
+                origin(&format!(
+                    r#"{{"static_secret":"{KEY}","keys":{{"k":"{KEY}"}}}}"#
+                )),
+                "static_secret",
             ),
             (
-                r#"{"side":"edge","marker_secret":"0123456789abcde\n"}"#,
-                "marker_secret",
+                origin(&format!(r#"{{"header":"X-Up","keys":{{"k":"{KEY}"}}}}"#)),
+                "marker.header",
             ),
             (
-                r#"{"side":"edge","marker_secret":"0123456789abcdef","deadline_grace_ms":0}"#,
-                "deadline_grace_ms",
+                origin(&format!(r#"{{"header":"te","keys":{{"k":"{KEY}"}}}}"#)),
+                "marker.header",
             ),
+            (edge(r#","max_frame_bytes":0"#), "max_frame_bytes"),
+            (edge(r#","serve_browsers":true"#), "serve_browsers"),
+            (edge(r#","deadline_grace_ms":0"#), "deadline_grace_ms"),
+            (edge(r#","max_trailer_bytes":10"#), "max_trailer_bytes"),
             (
-                r#"{"side":"edge","marker_secret":"0123456789abcdef","max_trailer_bytes":10}"#,
-                "max_trailer_bytes",
+                origin(&format!(
+                    r#"{{"keys":{{"k":"{KEY}"}}}},"origin_clusters":["x"]"#
+                )),
+                "origin_clusters",
             ),
-            ("not json", "invalid configuration"),
+            ("not json".into(), "invalid configuration"),
         ];
         for (json, field) in cases {
             let error = Config::from_json(json.as_bytes()).unwrap_err();

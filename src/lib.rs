@@ -6,6 +6,7 @@
 //! - [`codec`]: pure bytes-in/bytes-out (frames, trailer blocks, base64, content types);
 //! - [`bridge`]: one state machine per side, written against the small [`bridge::Host`] trait;
 //! - [`config`] and [`metrics`]: the plugin configuration and the counters;
+//! - [`marker`]: the signed marker that tells the origin what the edge converted;
 //! - [`abi`]: the proxy-wasm header-map wire format;
 //! - `adapter` (only in the `wasm32-wasip1` module): proxy-wasm callbacks and raw hostcalls.
 
@@ -13,6 +14,7 @@ pub mod abi;
 pub mod bridge;
 pub mod codec;
 pub mod config;
+pub mod marker;
 pub mod metrics;
 
 #[cfg(target_os = "wasi")]

@@ -68,7 +68,7 @@ fn slug(kind: &ErrorKind) -> &'static str {
         ErrorKind::TrailersTooLarge { .. } => "trailers_too_large",
         ErrorKind::HttpStatus(_) => "http_status",
         ErrorKind::NotGrpc => "not_grpc",
-        ErrorKind::InvalidMarker => "invalid_marker",
+        ErrorKind::InvalidMarker(_) => "invalid_marker",
         ErrorKind::DeadlineExceeded => "deadline_exceeded",
     }
 }

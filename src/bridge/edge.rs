@@ -21,7 +21,7 @@ use flate2::read::{GzDecoder, ZlibDecoder};
 
 use super::{
     Action, Body, Deadline, FrameReader, Host, Map, StreamBridge, bound_trailers, content_type,
-    error_fields, reply_error, report, settle_map, settle_status,
+    error_fields, make_marker, reply_error, report, settle_map, settle_status,
 };
 use crate::codec::{ContentType, Error, ErrorKind, Metadata, Peer, Protocol, decode_trailer_block};
 use crate::config::Config;
@@ -92,6 +92,15 @@ impl Edge {
         }
     }
 
+    /// Whether the route leads to an origin (`origin_clusters`; empty: all).
+    fn routed_to_an_origin(&self, host: &dyn Host) -> bool {
+        let clusters = &self.config.origin_clusters;
+        clusters.is_empty()
+            || host
+                .property("xds\0cluster_name")
+                .is_some_and(|name| clusters.iter().any(|c| c.as_bytes() == name))
+    }
+
     fn fail_request(&mut self, host: &mut dyn Host, error: Error) -> Action {
         host.cancel_timer();
         reply_error(host, &error);
@@ -150,9 +159,18 @@ impl Edge {
 impl StreamBridge for Edge {
     fn on_request_headers(&mut self, host: &mut dyn Host, end_of_stream: bool) -> Action {
         // A marker the client sent is never trusted, whatever the request.
-        host.remove_header(Map::RequestHeaders, &self.config.marker_header);
+        host.remove_header(Map::RequestHeaders, &self.config.marker.header);
         let content_type = content_type(host, Map::RequestHeaders);
         let Some(content_type) = content_type.filter(|ct| ct.protocol == Protocol::Grpc) else {
+            host.count(Counter::PassedThrough);
+            return Action::Continue;
+        };
+        if !self.routed_to_an_origin(host) {
+            host.count(Counter::PassedThrough);
+            return Action::Continue;
+        }
+        let Some(marker) = make_marker(host, &self.config.marker) else {
+            log::error!("grpc-web-bridge: cannot sign the marker; the request passes unconverted");
             host.count(Counter::PassedThrough);
             return Action::Continue;
         };
@@ -163,8 +181,8 @@ impl StreamBridge for Edge {
         host.remove_header(Map::RequestHeaders, "content-length");
         host.set_header(
             Map::RequestHeaders,
-            &self.config.marker_header,
-            self.config.marker_secret.as_bytes(),
+            &self.config.marker.header,
+            marker.as_bytes(),
         );
         host.count(Counter::Converted);
         self.deadline = Deadline::start(host);

@@ -30,8 +30,8 @@ pub struct FakeHost {
     pub clock_millis: u64,
     /// When the armed timer fires.
     pub timer: Option<u64>,
-    /// Envoy's `response.code_details`.
-    pub details: Option<Vec<u8>>,
+    /// Envoy attributes by path.
+    pub properties: std::collections::HashMap<&'static str, Vec<u8>>,
 }
 
 impl FakeHost {
@@ -215,8 +215,8 @@ impl Host for FakeHost {
         self.counters.push(counter);
     }
 
-    fn response_details(&self) -> Option<Vec<u8>> {
-        self.details.clone()
+    fn property(&self, path: &str) -> Option<Vec<u8>> {
+        self.properties.get(path).cloned()
     }
 
     fn now_millis(&self) -> u64 {

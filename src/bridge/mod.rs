@@ -9,6 +9,7 @@ use crate::codec::{
     Base64Decoder, Code, ContentType, Error, ErrorKind, FrameScanner, Metadata, Peer, Piece,
     encode_grpc_message, is_valid_status, parse_grpc_timeout,
 };
+use crate::config;
 use crate::metrics::Counter;
 
 pub mod edge;
@@ -69,9 +70,9 @@ pub trait Host {
     fn arm_timer(&mut self, at_millis: u64);
     fn cancel_timer(&mut self);
     fn count(&mut self, counter: Counter);
-    /// Envoy's `response.code_details` (why Envoy itself answered); read
-    /// only for replies that are not gRPC.
-    fn response_details(&self) -> Option<Vec<u8>>;
+    /// An Envoy attribute by its path, segments joined by NUL (e.g.
+    /// `"xds\0cluster_name"`).
+    fn property(&self, path: &str) -> Option<Vec<u8>>;
     /// Milliseconds on a monotonic-enough clock (Envoy's wall clock).
     fn now_millis(&self) -> u64;
 }
@@ -232,14 +233,61 @@ fn reply_error(host: &mut dyn Host, error: &Error) {
     host.send_reply(&error_fields(error));
 }
 
-/// Constant-time comparison, so the marker secret cannot be probed by timing.
-fn secret_matches(given: &[u8], secret: &[u8]) -> bool {
-    given.len() == secret.len()
-        && given
-            .iter()
-            .zip(secret)
-            .fold(0, |acc, (a, b)| acc | (a ^ b))
-            == 0
+/// What the request a marker is bound to: its method, path and the time.
+fn marked_request(host: &dyn Host) -> (Vec<u8>, Vec<u8>, u64) {
+    (
+        host.header(Map::RequestHeaders, ":method")
+            .unwrap_or_default(),
+        host.header(Map::RequestHeaders, ":path")
+            .unwrap_or_default(),
+        host.now_millis() / 1000,
+    )
+}
+
+/// The edge's marker for this request.
+fn make_marker(host: &dyn Host, marker: &config::Marker) -> Option<String> {
+    if let Some(secret) = &marker.static_secret {
+        return Some(secret.clone());
+    }
+    let id = marker.sign_with.as_deref()?;
+    let (method, path, now_s) = marked_request(host);
+    let request = crate::marker::Request {
+        method: &method,
+        path: &path,
+        now_s,
+    };
+    crate::marker::sign(id, marker.key(id)?, &request)
+}
+
+/// Checks the origin's request marker(s): `None` if there is none, else
+/// whether the one marker is valid. Every value counts: two markers are
+/// refused, whatever they say.
+fn check_marker(
+    host: &dyn Host,
+    marker: &config::Marker,
+) -> Option<Result<(), crate::marker::Refusal>> {
+    use crate::marker::{Refusal, Request, verify, verify_static};
+    let value = host.header(Map::RequestHeaders, &marker.header)?;
+    let all = host.headers(Map::RequestHeaders);
+    if all
+        .iter()
+        .filter(|(name, _)| *name == marker.header)
+        .count()
+        > 1
+    {
+        return Some(Err(Refusal::Duplicate));
+    }
+    if let Some(secret) = &marker.static_secret {
+        return Some(verify_static(&value, secret.as_bytes()));
+    }
+    let (method, path, now_s) = marked_request(host);
+    let request = Request {
+        method: &method,
+        path: &path,
+        now_s,
+    };
+    let max_age = u64::from(marker.max_age_s);
+    Some(verify(&value, |id| marker.key(id), max_age, &request))
 }
 
 /// Reads a gRPC or gRPC-web body as it streams: undoes text mode, checks

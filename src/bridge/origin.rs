@@ -26,8 +26,8 @@
 use std::rc::Rc;
 
 use super::{
-    Action, Body, Deadline, FrameReader, Host, Map, StreamBridge, bound_trailers, content_type,
-    error_fields, reply_error, report, secret_matches, settle_map, settle_status,
+    Action, Body, Deadline, FrameReader, Host, Map, StreamBridge, bound_trailers, check_marker,
+    content_type, error_fields, reply_error, report, settle_map, settle_status,
 };
 use crate::codec::{Error, ErrorKind, FrameScanner, Metadata, Peer, Piece, Protocol};
 use crate::config::Config;
@@ -107,11 +107,11 @@ impl StreamBridge for Origin {
             host.count(Counter::PassedThrough);
             return Action::Continue;
         };
-        let marker = host.header(Map::RequestHeaders, &self.config.marker_header);
+        let header = &self.config.marker.header;
         if content_type.protocol.is_web() {
             // Envoy's gRPC-web filter did not run: an unmarked browser call
             // (left alone), or a configuration without that filter.
-            if marker.is_some() {
+            if host.header(Map::RequestHeaders, header).is_some() {
                 log::error!(
                     "grpc-web-bridge: a marked request reached the origin module still in gRPC-web: \
                      envoy.filters.http.grpc_web must run before it (docs/deploy.md)"
@@ -120,12 +120,15 @@ impl StreamBridge for Origin {
             host.count(Counter::PassedThrough);
             return Action::Continue;
         }
-        match marker {
-            Some(value) if secret_matches(&value, self.config.marker_secret.as_bytes()) => {
-                host.remove_header(Map::RequestHeaders, &self.config.marker_header);
+        match check_marker(host, &self.config.marker) {
+            Some(Ok(())) => {
+                host.remove_header(Map::RequestHeaders, &self.config.marker.header);
                 host.count(Counter::Converted);
             }
-            Some(_) => return self.fail(host, ErrorKind::InvalidMarker.from(Peer::Downstream)),
+            Some(Err(refusal)) => {
+                let error = ErrorKind::InvalidMarker(refusal).from(Peer::Downstream);
+                return self.fail(host, error);
+            }
             // Served browsers reach the module already converted by Envoy's
             // filter; `x-grpc-web` is what their libraries send.
             None if self.config.serve_browsers => {
@@ -337,7 +340,7 @@ impl Upstream {
 /// mapped as grpc/doc/http-grpc-status-mapping.md says.
 fn not_grpc_reply(host: &dyn Host, status: Option<&[u8]>) -> Error {
     if host
-        .response_details()
+        .property("response\0code_details")
         .is_some_and(|details| details.starts_with(b"grpc_base_64_decode_failed"))
     {
         return ErrorKind::InvalidBase64Text.from(Peer::Downstream);

@@ -8,24 +8,41 @@ use bytes::BytesMut;
 use super::fake_host::{FakeHost, metadata};
 use super::{Action, StreamBridge};
 use crate::codec::{Base64Encoder, Metadata, Peer, decode_grpc_message, encode_frame};
-use crate::config::{Config, Side};
+use crate::config::{Config, Marker, Side};
 use crate::metrics::Counter;
 #[cfg(target_arch = "wasm32")]
 use wasm_bindgen_test::wasm_bindgen_test as test;
 
-const SECRET: &str = "s3cret-s3cret-s3cret";
+const KEY: &str = "k3y-k3y-k3y-k3y-k3y-k3y-k3y-k3y-";
 const MARKER: &str = "x-grpc-web-bridge";
+const PATH: &str = "/grpc.testing.TestService/UnaryCall";
 
 fn config(side: Side, serve_browsers: bool) -> Rc<Config> {
     Rc::new(Config {
         side,
-        marker_header: MARKER.into(),
-        marker_secret: SECRET.into(),
+        marker: Marker {
+            header: MARKER.into(),
+            keys: [("k1".to_string(), KEY.to_string())].into(),
+            sign_with: (side == Side::Edge).then(|| "k1".into()),
+            max_age_s: 30,
+            static_secret: None,
+        },
+        origin_clusters: Vec::new(),
         max_frame_bytes: 1024,
         serve_browsers,
         deadline_grace_ms: 1000,
         max_trailer_bytes: 512,
     })
+}
+
+/// The marker the edge puts on a POST to `PATH` at time `now_s`.
+fn signed_marker(now_s: u64) -> String {
+    let request = crate::marker::Request {
+        method: b"POST",
+        path: PATH.as_bytes(),
+        now_s,
+    };
+    crate::marker::sign("k1", KEY.as_bytes(), &request).unwrap()
 }
 
 fn message(payload: &[u8]) -> Vec<u8> {
@@ -73,16 +90,6 @@ fn base64(bytes: &[u8]) -> Vec<u8> {
     out
 }
 
-#[test]
-fn marker_secret_must_match_in_length_and_every_byte() {
-    use super::secret_matches;
-    assert!(secret_matches(b"s3cret-s3cret", b"s3cret-s3cret"));
-    assert!(!secret_matches(b"s3cret-s3creT", b"s3cret-s3cret"));
-    assert!(!secret_matches(b"s3cret", b"s3cret-s3cret"));
-    assert!(!secret_matches(b"s3cret-s3cret-and-more", b"s3cret-s3cret"));
-    assert!(!secret_matches(b"", b"s3cret-s3cret"));
-}
-
 mod edge {
     use super::*;
     use crate::bridge::edge::Edge;
@@ -91,7 +98,7 @@ mod edge {
 
     const NATIVE_REQUEST: &[(&str, &str)] = &[
         (":method", "POST"),
-        (":path", "/grpc.testing.TestService/UnaryCall"),
+        (":path", PATH),
         ("content-type", "application/grpc+proto"),
         ("te", "trailers"),
         ("content-length", "12"),
@@ -126,9 +133,32 @@ mod edge {
         assert_eq!(headers.get("te"), None);
         assert_eq!(headers.get("content-length"), None);
         assert_eq!(headers.get("grpc-timeout"), Some(&b"1S"[..]));
-        assert_eq!(headers.get(MARKER), Some(SECRET.as_bytes()));
+        assert_eq!(headers.get(MARKER), Some(signed_marker(0).as_bytes()));
         assert_eq!(headers.iter().filter(|(n, _)| *n == MARKER).count(), 1);
         assert_eq!(host.counters, vec![Counter::Converted]);
+    }
+
+    #[test]
+    fn only_routes_to_an_origin_are_converted_and_marked() {
+        let mut config = (*config(Side::Edge, false)).clone();
+        config.origin_clusters = vec!["hop".into()];
+        let config = Rc::new(config);
+        for (cluster, converted) in [(Some("hop"), true), (Some("billing"), false), (None, false)] {
+            let mut edge = Edge::new(config.clone());
+            let mut host = FakeHost::new();
+            if let Some(cluster) = cluster {
+                host.properties
+                    .insert("xds\0cluster_name", cluster.as_bytes().to_vec());
+            }
+            host.send_request_headers(&mut edge, NATIVE_REQUEST, false);
+            assert_eq!(
+                host.request_headers.get(MARKER).is_some(),
+                converted,
+                "{cluster:?}"
+            );
+            let content_type = host.request_headers.get("content-type").unwrap();
+            assert_eq!(content_type.starts_with(b"application/grpc-web"), converted);
+        }
     }
 
     #[test]
@@ -139,7 +169,7 @@ mod edge {
             &mut edge,
             &[
                 ("content-type", "application/grpc-web-text"),
-                (MARKER, SECRET),
+                (MARKER, "forged"),
             ],
             false,
         );
@@ -597,18 +627,16 @@ mod origin {
     fn start(fields: &[(&str, &str)], serve_browsers: bool) -> (Origin, FakeHost) {
         let mut origin = Origin::new(config(Side::Origin, serve_browsers));
         let mut host = FakeHost::new();
-        let mut request = vec![
-            (":path", "/grpc.testing.TestService/UnaryCall"),
-            ("te", "trailers"),
-        ];
+        let mut request = vec![(":method", "POST"), (":path", PATH), ("te", "trailers")];
         request.extend_from_slice(fields);
         host.send_request_headers(&mut origin, &request, false);
         (origin, host)
     }
 
     fn marked() -> (Origin, FakeHost) {
+        let marker = signed_marker(0);
         start(
-            &[("content-type", "application/grpc"), (MARKER, SECRET)],
+            &[("content-type", "application/grpc"), (MARKER, &marker)],
             false,
         )
     }
@@ -628,17 +656,27 @@ mod origin {
     }
 
     #[test]
-    fn wrong_or_empty_marker_is_refused_with_unauthenticated() {
-        for forged in ["nope", "", "s3cret-s3cret-s3creT"] {
-            let (mut origin, mut host) = start(
-                &[("content-type", "application/grpc"), (MARKER, forged)],
-                true,
-            );
+    fn wrong_empty_stale_or_duplicate_markers_are_refused_with_unauthenticated() {
+        let good = signed_marker(0);
+        let stale = signed_marker(1000);
+        let last = if good.ends_with('0') { "1" } else { "0" };
+        let tampered = format!("{}{last}", &good[..good.len() - 1]);
+        let cases: [(&[&str], &str); 5] = [
+            (&["nope"], "is malformed"),
+            (&[""], "is empty"),
+            (&[&stale], "is outside its time window"),
+            (&[&good, &good], "appears more than once"),
+            (&[&tampered], "does not match the request"),
+        ];
+        for (markers, why) in cases {
+            let mut fields = vec![("content-type", "application/grpc")];
+            fields.extend(markers.iter().map(|m| (MARKER, *m)));
+            let (mut origin, mut host) = start(&fields, true);
             let headers = deliver_reply(&mut host, &mut origin);
             assert_status(
                 &headers,
                 "16",
-                "grpc-web-bridge: client sent a bridge marker with a wrong secret",
+                &format!("grpc-web-bridge: client sent a bridge marker that {why}"),
             );
             assert_eq!(headers.get("content-type"), Some(&b"application/grpc"[..]));
             assert!(
@@ -891,7 +929,10 @@ mod origin {
     #[test]
     fn envoys_base64_refusal_becomes_internal_blaming_the_client() {
         let (mut origin, mut host) = marked();
-        host.details = Some(b"grpc_base_64_decode_failed".to_vec());
+        host.properties.insert(
+            "response\0code_details",
+            b"grpc_base_64_decode_failed".to_vec(),
+        );
         host.send_response_headers(&mut origin, &[(":status", "400")], true);
         assert_status(
             &host.downstream_headers.clone().unwrap(),
@@ -905,10 +946,11 @@ mod origin {
     }
 
     fn with_deadline() -> (Origin, FakeHost) {
+        let marker = signed_marker(0);
         start(
             &[
                 ("content-type", "application/grpc"),
-                (MARKER, SECRET),
+                (MARKER, &marker),
                 ("grpc-timeout", "200m"),
             ],
             false,

@@ -68,8 +68,8 @@ pub enum ErrorKind {
     InvalidStatus(String),
     /// The upstream answered 200 with a content-type that is not gRPC.
     NotGrpc,
-    /// A request carried the bridge marker with the wrong secret.
-    InvalidMarker,
+    /// A request carried a bridge marker the origin refuses.
+    InvalidMarker(crate::marker::Refusal),
     /// The call's `grpc-timeout` passed before the upstream answered (the
     /// HTTP error a proxy then sends is the symptom, not the cause).
     DeadlineExceeded,
@@ -99,7 +99,7 @@ impl Error {
             ErrorKind::MissingStatus | ErrorKind::InvalidStatus(_) => Code::Unknown,
             ErrorKind::HttpStatus(status) => Code::from_http_status(status),
             ErrorKind::NotGrpc => Code::Unknown,
-            ErrorKind::InvalidMarker => Code::Unauthenticated,
+            ErrorKind::InvalidMarker(_) => Code::Unauthenticated,
             ErrorKind::DeadlineExceeded => Code::DeadlineExceeded,
             _ => Code::Internal,
         }
@@ -182,7 +182,9 @@ impl fmt::Display for Error {
             }
             ErrorKind::HttpStatus(status) => write!(f, "{who} answered with HTTP status {status}"),
             ErrorKind::NotGrpc => write!(f, "{who} answered with a non-gRPC content-type"),
-            ErrorKind::InvalidMarker => write!(f, "{who} sent a bridge marker with a wrong secret"),
+            ErrorKind::InvalidMarker(refusal) => {
+                write!(f, "{who} sent a bridge marker that {refusal}")
+            }
             ErrorKind::DeadlineExceeded => write!(f, "deadline exceeded before the {who} answered"),
         }
     }

@@ -11,7 +11,7 @@ use std::io::Write;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{Result, ensure};
+use anyhow::{Context as _, Result, ensure};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use bridge_peers::harness::{interop_server, runtime, trial};
@@ -28,7 +28,10 @@ type Check = Box<dyn Fn(Received) -> Result<()> + Send + Sync>;
 
 const GRPC: (&str, &str) = ("content-type", "application/grpc");
 const GRPC_WEB: (&str, &str) = ("content-type", "application/grpc-web");
-const SECRET: &str = "demo-secret-change-me-0123456789";
+/// The keys of envoy/*.yaml: the origin accepts both, the edge signs with
+/// the new one.
+const OLD_KEY: (&str, &str) = ("demo-1", "demo-key-change-me-0123456789abcdef");
+const NEW_KEY: (&str, &str) = ("demo-2", "demo-key-2-change-me-0123456789abcdef");
 const MARKER: &str = "x-grpc-web-bridge";
 const UNARY: &str = "/grpc.testing.TestService/UnaryCall";
 
@@ -44,6 +47,24 @@ fn hello() -> Vec<u8> {
 
 fn world() -> Vec<u8> {
     frame(0, b"world!")
+}
+
+/// The marker the edge would put on a POST to `path` now.
+fn marker(path: &str) -> String {
+    signed(NEW_KEY, path, 0)
+}
+
+/// A marker for a POST to `path`, signed with `key`, `age_s` seconds ago.
+fn signed(key: (&str, &str), path: &str, age_s: u64) -> String {
+    let now_s = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let request = grpc_web_bridge::marker::Request {
+        method: b"POST",
+        path: path.as_bytes(),
+        now_s: now_s - age_s,
+    };
+    grpc_web_bridge::marker::sign(key.0, key.1.as_bytes(), &request).unwrap_or_default()
 }
 
 fn status_is(received: &Received, code: &str, message: &str) -> Result<()> {
@@ -674,8 +695,13 @@ fn main() -> Result<()> {
             move |t| async move {
                 let native = h2_call(t.edge, path, &[], &frame(0, b"")).await?;
                 let origin = t.origin.unwrap_or(t.edge);
-                let web =
-                    http1_call(origin, path, &[GRPC_WEB, (MARKER, SECRET)], &frame(0, b"")).await?;
+                let web = http1_call(
+                    origin,
+                    path,
+                    &[GRPC_WEB, (MARKER, &marker(path))],
+                    &frame(0, b""),
+                )
+                .await?;
                 for r in [native, web] {
                     status_is(&r, code, &message)?;
                     let body = match r.body_trailers() {
@@ -725,7 +751,7 @@ fn main() -> Result<()> {
             let r = http1_call(
                 origin,
                 UNARY,
-                &[GRPC_WEB, (MARKER, "not-the-secret")],
+                &[GRPC_WEB, (MARKER, "the-old-static-secret")],
                 &unary_request(),
             )
             .await?;
@@ -738,7 +764,7 @@ fn main() -> Result<()> {
             status_is(
                 &r,
                 "16",
-                "grpc-web-bridge: client sent a bridge marker with a wrong secret",
+                "grpc-web-bridge: client sent a bridge marker that is malformed",
             )?;
             let admin = t.origin_admin.unwrap_or(t.edge_admin);
             ensure!(
@@ -747,6 +773,76 @@ fn main() -> Result<()> {
                     "wasmcustom.grpc_web_bridge.origin.errors.downstream.invalid_marker"
                 ) >= 1
             );
+            Ok(())
+        },
+    ));
+    trials.push(trial(
+        "marker::replayed_tampered_retired_and_duplicate_markers_are_refused".into(),
+        &runtime,
+        &interop,
+        |t| async move {
+            let origin = t.origin.unwrap_or(t.edge);
+            let admin = t.origin_admin.unwrap_or(t.edge_admin);
+            let counter = "wasmcustom.grpc_web_bridge.origin.errors.downstream.invalid_marker";
+            let before = Topology::counter(admin, counter);
+            let fresh = marker(UNARY);
+            let cases = [
+                (
+                    vec![signed(NEW_KEY, UNARY, 120)],
+                    "is outside its time window",
+                ),
+                (
+                    vec![marker("/grpc.testing.TestService/EmptyCall")],
+                    "does not match the request",
+                ),
+                (
+                    vec![signed(("demo-0", OLD_KEY.1), UNARY, 0)],
+                    "names a key this origin does not accept",
+                ),
+                (vec![fresh.clone(), fresh.clone()], "appears more than once"),
+                (vec![String::new()], "is empty"),
+            ];
+            let count = cases.len() as u64;
+            for (markers, why) in cases {
+                let mut headers = vec![GRPC_WEB];
+                headers.extend(markers.iter().map(|m| (MARKER, m.as_str())));
+                let r = http1_call(origin, UNARY, &headers, &unary_request()).await?;
+                status_is(
+                    &r,
+                    "16",
+                    &format!("grpc-web-bridge: client sent a bridge marker that {why}"),
+                )
+                .with_context(|| format!("case {why:?}"))?;
+            }
+            ensure!(
+                Topology::counter(admin, counter) >= before + count,
+                "not counted"
+            );
+            Ok(())
+        },
+    ));
+    trials.push(trial(
+        "marker::rotation_with_both_keys_live_loses_no_call".into(),
+        &runtime,
+        &interop,
+        |t| async move {
+            // The origin accepts demo-1 and demo-2; the edge signs with
+            // demo-2, an edge not yet rolled over with demo-1.
+            let origin = t.origin.unwrap_or(t.edge);
+            for round in 0..20 {
+                let r = h2_call(t.edge, UNARY, &[], &unary_request()).await?;
+                status_is(&r, "0", "")?;
+                let key = if round % 2 == 0 { OLD_KEY } else { NEW_KEY };
+                let old_edge = signed(key, UNARY, 0);
+                let r = http1_call(
+                    origin,
+                    UNARY,
+                    &[GRPC_WEB, (MARKER, &old_edge)],
+                    &unary_request(),
+                )
+                .await?;
+                status_is(&r, "0", "")?;
+            }
             Ok(())
         },
     ));
@@ -779,10 +875,11 @@ fn main() -> Result<()> {
         |t| async move {
             let origin = t.origin.unwrap_or(t.edge);
             let text = STANDARD.encode(unary_request());
+            let signed = marker(UNARY);
             let headers = [
                 ("content-type", "application/grpc-web-text"),
                 ("accept", "application/grpc-web-text"),
-                (MARKER, SECRET),
+                (MARKER, signed.as_str()),
             ];
             let r = http1_call(origin, UNARY, &headers, text.as_bytes()).await?;
             ensure!(
@@ -821,9 +918,10 @@ fn main() -> Result<()> {
         &interop,
         |t| async move {
             let origin = t.origin.unwrap_or(t.edge);
+            let signed = marker(UNARY);
             let headers = [
                 ("content-type", "application/grpc-web-text"),
-                (MARKER, SECRET),
+                (MARKER, signed.as_str()),
             ];
             let r = http1_call(origin, UNARY, &headers, b"AAAAAAJB*g==").await?;
             ensure!(r.status == 200, "{r:?}");
@@ -851,7 +949,7 @@ fn main() -> Result<()> {
             let r = http1_call(
                 origin,
                 UNARY,
-                &[GRPC_WEB, (MARKER, SECRET)],
+                &[GRPC_WEB, (MARKER, &marker(UNARY))],
                 &[0, 0, 0x50, 0, 0],
             )
             .await?;
@@ -951,7 +1049,13 @@ async fn both_sides(t: &Topology, path: &str, body: &[u8]) -> Result<[(Received,
     let native_took = started.elapsed();
     let origin = t.origin.unwrap_or(t.edge);
     let started = std::time::Instant::now();
-    let web = http1_call(origin, path, &[GRPC_WEB, (MARKER, SECRET), TIMEOUT], body).await?;
+    let web = http1_call(
+        origin,
+        path,
+        &[GRPC_WEB, (MARKER, &marker(path)), TIMEOUT],
+        body,
+    )
+    .await?;
     Ok([(native, native_took), (web, started.elapsed())])
 }
 
