@@ -6,7 +6,7 @@ SHELL := bash
 WASM := dist/grpc_web_bridge.wasm
 WASM_TEST_RUNNER := CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUNNER=wasm-bindgen-test-runner
 
-.PHONY: all setup setup-e2e build oci lint test test-native test-wasm test-e2e demo bench clean
+.PHONY: all setup setup-e2e build oci lint test test-native test-wasm test-fuzz test-e2e fuzz soak demo bench clean
 
 all: build
 
@@ -45,14 +45,29 @@ test-wasm: setup
 	@echo "==> unit tests (wasm32-unknown-unknown under Node)"
 	$(WASM_TEST_RUNNER) cargo test -p grpc-web-bridge --target wasm32-unknown-unknown --lib
 
+## A short libFuzzer run of every fuzz target (docs/fuzzing.md).
+test-fuzz: setup
+	@echo "==> fuzz targets, 10 s each"
+	@FUZZ_SECONDS=10 scripts/fuzz.sh
+
+## Long fuzz runs: FUZZ_SECONDS (default 300) per target.
+fuzz: setup
+	@FUZZ_SECONDS=$${FUZZ_SECONDS:-300} scripts/fuzz.sh
+
 ## End-to-end: real Envoy, nginx and gRPC peers on 127.0.0.1.
 test-e2e: oci setup-e2e
 	@echo "==> end-to-end tests (real Envoy, nginx, tonic/h2 and grpcio peers, docker-compose, registry)"
 	cargo test -p bridge-peers --release --test compose --test oci --test chain --test conformance --test load
+	@echo "==> capacity: 2000 streams held through the hop, a 20 s soak (docs/capacity.md)"
+	cargo test -p bridge-peers --release --test capacity
 	@echo "==> stress: interop cases and probes with both cores saturated (docs/stress.md)"
 	cargo test -p bridge-peers --release --test stress
 
-test: lint test-native test-wasm test-e2e
+## A longer soak: SOAK_SECONDS (default 300) through the chain, RSS flat.
+soak: oci setup-e2e
+	SOAK_SECONDS=$${SOAK_SECONDS:-300} cargo test -p bridge-peers --release --test capacity
+
+test: lint test-native test-wasm test-fuzz test-e2e
 
 ## The main job: the local topology, every interop case through it, a table.
 demo: build setup-e2e

@@ -15,8 +15,8 @@ use crate::metrics::Counter;
 pub mod edge;
 pub mod origin;
 
-#[cfg(test)]
-mod fake_host;
+#[cfg(any(test, feature = "fuzzing"))]
+pub mod fake_host;
 #[cfg(test)]
 mod tests;
 

@@ -430,6 +430,14 @@ impl Topology {
         Ok(())
     }
 
+    /// The processes it started: (compose service name, pid).
+    pub fn pids(&self) -> Vec<(String, u32)> {
+        self.children
+            .iter()
+            .map(|(name, child)| (name.clone(), child.id()))
+            .collect()
+    }
+
     /// Every process's log, for failure reports.
     pub fn logs(&self) -> String {
         let mut out = String::new();

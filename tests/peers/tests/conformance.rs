@@ -14,7 +14,7 @@ use std::time::Duration;
 use anyhow::{Context as _, Result, ensure};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
-use bridge_peers::harness::{interop_server, runtime, trial};
+use bridge_peers::harness::{interop_server, runtime};
 use bridge_peers::interop_client::SPECIAL_MESSAGE;
 use bridge_peers::proto::SimpleRequest;
 use bridge_peers::raw::{
@@ -65,6 +65,51 @@ fn signed(key: (&str, &str), path: &str, age_s: u64) -> String {
         now_s: now_s - age_s,
     };
     grpc_web_bridge::marker::sign(key.0, key.1.as_bytes(), &request).unwrap_or_default()
+}
+
+/// Each topology's ordinary call (edge address → path, body), made after
+/// every case to show the Envoys and the module still serve normally.
+static NORMAL_CALLS: std::sync::Mutex<Vec<(std::net::SocketAddr, &str, Vec<u8>)>> =
+    std::sync::Mutex::new(Vec::new());
+
+fn normal_call(topology: &Topology, path: &'static str, body: Vec<u8>) {
+    if let Ok(mut calls) = NORMAL_CALLS.lock() {
+        calls.push((topology.edge, path, body));
+    }
+}
+
+/// A case: `test`, then the topology's normal call, which must succeed.
+fn trial<F, Fut>(
+    name: String,
+    runtime: &Arc<tokio::runtime::Runtime>,
+    topology: &Arc<Topology>,
+    test: F,
+) -> Trial
+where
+    F: FnOnce(Arc<Topology>) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = Result<()>> + Send + 'static,
+{
+    bridge_peers::harness::trial(name, runtime, topology, move |t| async move {
+        test(t.clone()).await?;
+        let normal = NORMAL_CALLS
+            .lock()
+            .ok()
+            .and_then(|calls| calls.iter().find(|(edge, ..)| *edge == t.edge).cloned());
+        let (edge, path, body) = normal.context("no normal call for this topology")?;
+        let r = h2_call(edge, path, &[], &body).await?;
+        status_is(&r, "0", "").context("the next normal call on the same Envoys")
+    })
+}
+
+/// Fails if any Envoy's module panicked or its VM failed.
+fn vms_healthy(topologies: &[&Topology]) -> Result<()> {
+    for topology in topologies {
+        let logs = topology.logs();
+        for sign in ["panic", "Uncaught", "RuntimeError", "VM failed"] {
+            ensure!(!logs.contains(sign), "Envoy logs show {sign:?}:\n{logs}");
+        }
+    }
+    Ok(())
 }
 
 fn status_is(received: &Received, code: &str, message: &str) -> Result<()> {
@@ -678,6 +723,7 @@ fn main() -> Result<()> {
 
     let native = runtime.block_on(h2_server(native_scripts()))?;
     let chain = Arc::new(Topology::start(Hop::Nginx, Upstream::Server(native))?);
+    normal_call(&chain, "/bin-metadata", frame(0, b""));
     for (path, (name, check)) in native_paths().into_iter().zip(native_cases()) {
         trials.push(trial(
             format!("native_upstream::{name}"),
@@ -722,6 +768,7 @@ fn main() -> Result<()> {
 
     let web = runtime.block_on(http1_server(web_scripts()))?;
     let edge_only = Arc::new(Topology::start(Hop::Nginx, Upstream::EdgeOnly(web))?);
+    normal_call(&edge_only, "/mixed-case", frame(0, b""));
     for (path, name, check) in web_cases() {
         trials.push(trial(
             format!("web_upstream::{name}"),
@@ -733,6 +780,7 @@ fn main() -> Result<()> {
 
     let server = interop_server(&runtime)?;
     let interop = Arc::new(Topology::start(Hop::Nginx, Upstream::Server(server))?);
+    normal_call(&interop, UNARY, unary_request());
     trials.push(trial(
         "marker::client_marker_is_replaced_at_the_edge".into(),
         &runtime,
@@ -1007,8 +1055,13 @@ fn main() -> Result<()> {
         },
     ));
 
-    deadline_trials(&runtime, &interop, &mut trials)?;
-    libtest_mimic::run(&args, trials).exit();
+    let [deadline_chain, browsers] = deadline_trials(&runtime, &interop, &mut trials)?;
+    let conclusion = libtest_mimic::run(&args, trials);
+    if let Err(error) = vms_healthy(&[&chain, &edge_only, &interop, &deadline_chain, &browsers]) {
+        eprintln!("{error:#}");
+        std::process::exit(101);
+    }
+    conclusion.exit();
 }
 
 /// The call's deadline in every test below.
@@ -1018,6 +1071,14 @@ fn deadline_scripts() -> Scripts {
     let mut s: HashMap<&'static str, Vec<Step>> = HashMap::new();
     let head = || Step::Headers(200, vec![GRPC], false);
     s.insert("/silent", vec![Step::Sleep(Duration::from_secs(5))]);
+    s.insert(
+        "/ok",
+        vec![
+            head(),
+            Step::Data(hello(), false),
+            Step::Trailers(vec![("grpc-status", "0")]),
+        ],
+    );
     s.insert(
         "/cancelled-after-deadline",
         vec![
@@ -1063,9 +1124,10 @@ fn deadline_trials(
     runtime: &Arc<tokio::runtime::Runtime>,
     interop: &Arc<Topology>,
     trials: &mut Vec<Trial>,
-) -> Result<()> {
+) -> Result<[Arc<Topology>; 2]> {
     let scripted = runtime.block_on(h2_server(deadline_scripts()))?;
     let chain = Arc::new(Topology::start(Hop::Nginx, Upstream::Server(scripted))?);
+    normal_call(&chain, "/ok", frame(0, b""));
     trials.push(trial(
         "deadline::silent_server_gets_trailers_only_deadline_exceeded_on_both_sides".into(),
         runtime,
@@ -1133,6 +1195,7 @@ fn deadline_trials(
         },
     ));
     let browsers = Arc::new(Topology::start_origin("origin-browsers.yaml", scripted)?);
+    normal_call(&browsers, "/ok", frame(0, b""));
     trials.push(trial(
         "deadline::browser_gets_deadline_exceeded_with_cors_from_a_silent_server".into(),
         runtime,
@@ -1202,5 +1265,5 @@ fn deadline_trials(
             Ok(())
         },
     ));
-    Ok(())
+    Ok([chain, browsers])
 }
