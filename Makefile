@@ -52,7 +52,7 @@ test-fuzz: setup
 
 ## Long fuzz runs: FUZZ_SECONDS (default 300) per target.
 fuzz: setup
-	@FUZZ_SECONDS=$${FUZZ_SECONDS:-300} scripts/fuzz.sh
+	@FUZZ_GROW_CORPUS=1 FUZZ_SECONDS=$${FUZZ_SECONDS:-300} scripts/fuzz.sh
 
 ## End-to-end: real Envoy, nginx and gRPC peers on 127.0.0.1.
 test-e2e: oci setup-e2e

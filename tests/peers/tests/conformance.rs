@@ -1064,6 +1064,91 @@ fn main() -> Result<()> {
     conclusion.exit();
 }
 
+/// Hostile requests from a browser page to the browser-mode origin: each
+/// gets its exact status, with CORS headers, as gRPC-web the page can read.
+fn browser_trials(
+    runtime: &Arc<tokio::runtime::Runtime>,
+    browsers: &Arc<Topology>,
+    trials: &mut Vec<Trial>,
+) {
+    let text = |bytes: &[u8]| STANDARD.encode(bytes).into_bytes();
+    let cases: Vec<(&str, &str, Vec<u8>, Vec<(&str, &str)>, &str, &str)> = vec![
+        (
+            "bad_base64",
+            "application/grpc-web-text",
+            b"AAAA*AAA".to_vec(),
+            vec![],
+            "13",
+            "grpc-web-bridge: client sent a grpc-web-text body that is not valid base64",
+        ),
+        (
+            "oversized_frame_in_text",
+            "application/grpc-web-text",
+            text(&[0, 0, 0x50, 0, 0]),
+            vec![],
+            "8",
+            "grpc-web-bridge: client sent a 5242880-byte frame, over the 4194304-byte limit",
+        ),
+        (
+            "unknown_frame_flag",
+            "application/grpc-web",
+            frame(0x40, b"x"),
+            vec![],
+            "13",
+            "grpc-web-bridge: client sent a frame with unknown flags 0x40",
+        ),
+        (
+            "trailer_frame_in_a_request",
+            "application/grpc-web",
+            frame(0x80, b"grpc-status:0\r\n"),
+            vec![],
+            "13",
+            "grpc-web-bridge: client sent a trailer frame in a request body",
+        ),
+        (
+            "truncated_request_frame",
+            "application/grpc-web",
+            frame(0, b"hello")[..7].to_vec(),
+            vec![],
+            "13",
+            "grpc-web-bridge: client ended the stream 3 bytes short of a frame's end",
+        ),
+        (
+            "forged_marker",
+            "application/grpc-web",
+            frame(0, b""),
+            vec![(MARKER, "v1.demo-2.0.00")],
+            "16",
+            "grpc-web-bridge: client sent a bridge marker that is malformed",
+        ),
+    ];
+    for (name, content_type, body, extra, code, message) in cases {
+        trials.push(trial(
+            format!("browser::{name}_gets_its_status_with_cors"),
+            runtime,
+            browsers,
+            move |t| async move {
+                let page = "http://localhost:3000";
+                let mut headers = vec![
+                    ("content-type", content_type),
+                    ("x-grpc-web", "1"),
+                    ("origin", page),
+                ];
+                headers.extend(extra);
+                let r = http1_call(t.edge, "/ok", &headers, &body).await?;
+                status_is(&r, code, message)?;
+                ensure!(
+                    r.headers
+                        .get("access-control-allow-origin")
+                        .is_some_and(|v| v == page),
+                    "no CORS: {r:?}"
+                );
+                Ok(())
+            },
+        ));
+    }
+}
+
 /// The call's deadline in every test below.
 const TIMEOUT: (&str, &str) = ("grpc-timeout", "500m");
 
@@ -1196,6 +1281,7 @@ fn deadline_trials(
     ));
     let browsers = Arc::new(Topology::start_origin("origin-browsers.yaml", scripted)?);
     normal_call(&browsers, "/ok", frame(0, b""));
+    browser_trials(runtime, &browsers, trials);
     trials.push(trial(
         "deadline::browser_gets_deadline_exceeded_with_cors_from_a_silent_server".into(),
         runtime,
