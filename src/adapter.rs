@@ -35,7 +35,8 @@ thread_local! {
     /// The state machines of streams with an armed timer, for `on_tick`.
     static TIMED: RefCell<HashMap<u32, SharedBridge>> =
         RefCell::new(HashMap::new());
-    static METRICS: RefCell<HashMap<String, u32>> = RefCell::new(HashMap::new());
+    /// Envoy's metric ids, defined on first use (one side per VM).
+    static METRICS: RefCell<HashMap<Counter, u32>> = RefCell::new(HashMap::new());
 }
 
 /// How often armed timers are checked; ticks run only while one is armed.
@@ -280,14 +281,13 @@ impl Host for EnvoyHost {
     }
 
     fn count(&mut self, counter: Counter) {
-        let name = counter.name(self.side);
         let id = METRICS.with(|metrics| {
             let mut metrics = metrics.borrow_mut();
-            if let Some(id) = metrics.get(&name) {
+            if let Some(id) = metrics.get(&counter) {
                 return Some(*id);
             }
-            let id = raw::define_counter(&name)?;
-            metrics.insert(name, id);
+            let id = raw::define_counter(&counter.name(self.side))?;
+            metrics.insert(counter, id);
             Some(id)
         });
         if let Some(id) = id {

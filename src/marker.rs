@@ -90,9 +90,11 @@ fn mac(key: &[u8], key_id: &str, seconds: &str, request: &Request) -> Option<Hma
 pub fn sign(key_id: &str, key: &[u8], request: &Request) -> Option<String> {
     let seconds = request.now_s.to_string();
     let tag = mac(key, key_id, &seconds, request)?.finalize().into_bytes();
+    const HEX: &[u8; 16] = b"0123456789abcdef";
     let mut out = format!("{VERSION}.{key_id}.{seconds}.");
     for byte in tag {
-        out.push_str(&format!("{byte:02x}"));
+        out.push(char::from(HEX[usize::from(byte >> 4)]));
+        out.push(char::from(HEX[usize::from(byte & 0xf)]));
     }
     Some(out)
 }

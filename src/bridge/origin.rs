@@ -240,15 +240,18 @@ impl StreamBridge for Origin {
         let Response::Streaming(upstream) = &mut self.response else {
             return Action::Continue;
         };
-        let fields = match upstream.unfinished() {
+        let (fields, changed) = match upstream.unfinished() {
             Some(error) => {
                 report(host, &error);
-                error_fields(&error)
+                (error_fields(&error), true)
             }
-            None => host.headers(Map::ResponseTrailers),
+            None => (host.headers(Map::ResponseTrailers), false),
         };
+        let before = (!changed).then(|| fields.clone());
         let settled = self.settle(host, fields);
-        host.set_headers(Map::ResponseTrailers, &settled);
+        if before.as_ref() != Some(&settled) {
+            host.set_headers(Map::ResponseTrailers, &settled);
+        }
         Action::Continue
     }
 

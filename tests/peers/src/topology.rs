@@ -115,7 +115,7 @@ pub fn local_envoy_config(path: &Path, ports: &HashMap<u16, u16>, module: &Path)
 }
 
 /// Removes the bridge filter from an Envoy config.
-fn remove_bridge(config: &mut Value) -> Result<()> {
+pub fn remove_bridge(config: &mut Value) -> Result<()> {
     let filters = config
         .pointer_mut(
             "/static_resources/listeners/0/filter_chains/0/filters/0/typed_config/http_filters",
@@ -165,6 +165,19 @@ fn local_nginx_config(hop: &Service, ports: &HashMap<u16, u16>) -> Result<String
             &format!("listen 127.0.0.1:{};", ports[&listen_port]),
         )
         .replace(&upstream, &format!("server 127.0.0.1:{};", ports[&port])))
+}
+
+/// A command for `program`, pinned to the cores in BRIDGE_PROXY_CPUS if
+/// set (benchmarks keep the proxies off the load generator's core).
+fn pinned(program: &Path) -> Command {
+    match std::env::var("BRIDGE_PROXY_CPUS") {
+        Ok(cpus) => {
+            let mut taskset = Command::new("taskset");
+            taskset.args(["-c", &cpus]).arg(program);
+            taskset
+        }
+        Err(_) => Command::new(program),
+    }
 }
 
 /// Starts a child that dies with this process, whatever way it ends.
@@ -295,7 +308,7 @@ impl Topology {
                     local_nginx_config(hop_service, &ports)?,
                 )?;
                 let child = spawn(
-                    Command::new("nginx")
+                    pinned(Path::new("nginx"))
                         .arg("-p")
                         .arg(dir.join("nginx"))
                         .arg("-c")
@@ -329,6 +342,17 @@ impl Topology {
     /// `origin-browsers.yaml`) in front of `server`; `edge` and `origin`
     /// are both its listener.
     pub fn start_origin(config: &str, server: SocketAddr) -> Result<Topology> {
+        Self::start_origin_with(config, server, &wasm_module(), |_| Ok(()))
+    }
+
+    /// Like [`Topology::start_origin`], loading `module` and applying `edit`
+    /// to the localized config first (the benchmark's variants).
+    pub fn start_origin_with(
+        config: &str,
+        server: SocketAddr,
+        module: &Path,
+        edit: impl FnOnce(&mut Value) -> Result<()>,
+    ) -> Result<Topology> {
         let path = repo_root().join("envoy").join(config);
         let text = std::fs::read_to_string(&path)?;
         let raw: Value = serde_yaml::from_str(&text)?;
@@ -371,10 +395,9 @@ impl Topology {
             upstream: None,
             published: Vec::new(),
         };
-        topology.start_envoy(
-            &service,
-            &local_envoy_config(&path, &ports, &wasm_module())?,
-        )?;
+        let mut envoy_config = local_envoy_config(&path, &ports, module)?;
+        edit(&mut envoy_config)?;
+        topology.start_envoy(&service, &envoy_config)?;
         let result = wait_for("origin admin", || envoy_ready(local(admin))).and_then(|()| {
             wait_for("origin listener", || {
                 TcpStream::connect(local(listen)).is_ok()
@@ -397,10 +420,13 @@ impl Topology {
     fn start_envoy(&mut self, service: &Service, config: &Value) -> Result<()> {
         let path = self.dir.join(format!("{}.json", service.name));
         std::fs::write(&path, serde_json::to_vec_pretty(config)?)?;
+        // Benchmarks run each Envoy on one worker (BRIDGE_ENVOY_WORKERS).
+        let workers = std::env::var("BRIDGE_ENVOY_WORKERS").unwrap_or_else(|_| "2".into());
+        let mut command = pinned(&envoy_binary());
         let child = spawn(
-            Command::new(envoy_binary()).arg("-c").arg(&path).args([
+            command.arg("-c").arg(&path).args([
                 "--concurrency",
-                "2",
+                &workers,
                 "--disable-hot-restart",
                 "--log-level",
                 "warn",

@@ -1,0 +1,416 @@
+//! `make bench` (second part): throughput and CPU per request of each
+//! Envoy, the bridge against the same Envoys with no filter, with a no-op
+//! Rust Wasm filter (the floor any Wasm filter costs), and, at the origin,
+//! with Envoy's native gRPC-web filter alone. Every Envoy runs one worker
+//! pinned to core 0 (nginx too); the load generator and the server share
+//! core 1. Rounds interleave the variants; ratios are per round, and the
+//! table gives their median and range. Every response's gRPC status is
+//! checked. Prints Markdown for docs/benchmarks.md.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, Result, bail, ensure};
+use bridge_peers::proto::{Payload, SimpleRequest};
+use bridge_peers::raw::frame;
+use bridge_peers::topology::{self, Hop, Topology, Upstream, remove_bridge};
+use bytes::Bytes;
+use prost::Message;
+use serde_json::Value;
+
+const STREAMS: usize = 32;
+const SECONDS: u64 = 4;
+const ROUNDS: usize = 3;
+const UNARY: &str = "/grpc.testing.TestService/UnaryCall";
+const KEY: (&str, &str) = ("demo-2", "demo-key-2-change-me-0123456789abcdef");
+
+/// What one load run measured.
+#[derive(Clone, Default)]
+struct Run {
+    rps: f64,
+    /// CPU ms per 1000 requests, per process name.
+    cpu: Vec<(String, f64)>,
+    rss_kib: Vec<(String, u64)>,
+    p50_us: f64,
+    p99_us: f64,
+}
+
+#[derive(Clone)]
+struct Call {
+    path: &'static str,
+    headers: Vec<(&'static str, String)>,
+    body: Bytes,
+    web: bool,
+}
+
+fn unary_body(size: usize) -> Bytes {
+    let request = SimpleRequest {
+        response_size: size as i32,
+        payload: Some(Payload {
+            r#type: 0,
+            body: vec![0; size],
+        }),
+        ..Default::default()
+    };
+    Bytes::from(frame(0, &request.encode_to_vec()))
+}
+
+fn marker(path: &str) -> String {
+    let now_s = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let request = grpc_web_bridge::marker::Request {
+        method: b"POST",
+        path: path.as_bytes(),
+        now_s,
+    };
+    grpc_web_bridge::marker::sign(KEY.0, KEY.1.as_bytes(), &request).unwrap_or_default()
+}
+
+/// CPU seconds (user + system) a process has used so far.
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map_or("", |(_, rest)| rest)
+        .split_whitespace()
+        .collect();
+    let ticks: f64 = [11, 12]
+        .iter()
+        .filter_map(|&i| fields.get(i)?.parse::<f64>().ok())
+        .sum();
+    ticks / 100.0
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// One call; whether it ended with grpc-status 0.
+async fn call(
+    client: &mut h2::client::SendRequest<Bytes>,
+    target: SocketAddr,
+    c: &Call,
+) -> Result<()> {
+    let content_type = if c.web {
+        "application/grpc-web"
+    } else {
+        "application/grpc"
+    };
+    let mut request = http::Request::builder()
+        .method("POST")
+        .uri(format!("http://{target}{}", c.path))
+        .header("content-type", content_type);
+    if !c.web {
+        request = request.header("te", "trailers");
+    }
+    for (name, value) in &c.headers {
+        request = request.header(*name, value);
+    }
+    let mut ready = client.clone().ready().await?;
+    let (response, mut send) = ready.send_request(request.body(())?, false)?;
+    send.send_data(c.body.clone(), true)?;
+    let response = response.await?;
+    ensure!(response.status() == 200, "HTTP {}", response.status());
+    let mut body = response.into_body();
+    let mut bytes = Vec::new();
+    while let Some(chunk) = body.data().await {
+        let chunk = chunk?;
+        let _ = body.flow_control().release_capacity(chunk.len());
+        bytes.extend_from_slice(&chunk);
+    }
+    let trailers = body.trailers().await?;
+    let status = match (c.web, &trailers) {
+        (false, Some(trailers)) => trailers.get("grpc-status").map(|v| v.as_bytes().to_vec()),
+        _ => {
+            let at = bytes
+                .windows(12)
+                .position(|w| w == b"grpc-status:")
+                .context("no status in the body")?;
+            Some(bytes[at + 12..at + 13].to_vec())
+        }
+    };
+    ensure!(status.as_deref() == Some(b"0"), "grpc-status {status:?}");
+    Ok(())
+}
+
+/// Runs `STREAMS` callers for `SECONDS` against `target`.
+async fn load(topology: &Topology, target: SocketAddr, c: Arc<Call>) -> Result<Run> {
+    let mut clients = Vec::new();
+    for _ in 0..2 {
+        let socket = tokio::net::TcpStream::connect(target).await?;
+        socket.set_nodelay(true)?;
+        let (client, connection) = h2::client::handshake(socket).await?;
+        tokio::spawn(connection);
+        clients.push(client);
+    }
+    // Warm up the connections and the Envoys' pools.
+    for client in &mut clients {
+        for _ in 0..20 {
+            call(client, target, &c).await?;
+        }
+    }
+    let pids = topology.pids();
+    let before: Vec<f64> = pids.iter().map(|(_, pid)| cpu_seconds(*pid)).collect();
+    let failed = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    let deadline = started + Duration::from_secs(SECONDS);
+    let mut workers = Vec::new();
+    for i in 0..STREAMS {
+        let mut client = clients[i % clients.len()].clone();
+        let c = c.clone();
+        let failed = failed.clone();
+        workers.push(tokio::spawn(async move {
+            let mut latencies = Vec::new();
+            while Instant::now() < deadline {
+                let began = Instant::now();
+                match call(&mut client, target, &c).await {
+                    Ok(()) => latencies.push(began.elapsed()),
+                    Err(_) => {
+                        failed.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
+            latencies
+        }));
+    }
+    let mut latencies = Vec::new();
+    for worker in workers {
+        latencies.extend(worker.await?);
+    }
+    let took = started.elapsed().as_secs_f64();
+    let failed = failed.load(Ordering::Relaxed);
+    ensure!(failed == 0, "{failed} calls failed");
+    latencies.sort();
+    let at = |p: f64| latencies[((latencies.len() - 1) as f64 * p) as usize].as_secs_f64() * 1e6;
+    let done = latencies.len() as f64;
+    Ok(Run {
+        rps: done / took,
+        cpu: pids
+            .iter()
+            .zip(before)
+            .map(|((name, pid), before)| (name.clone(), (cpu_seconds(*pid) - before) * 1e6 / done))
+            .collect(),
+        rss_kib: pids
+            .iter()
+            .map(|(name, pid)| (name.clone(), rss_kib(*pid)))
+            .collect(),
+        p50_us: at(0.5),
+        p99_us: at(0.99),
+    })
+}
+
+fn noop_module() -> PathBuf {
+    topology::repo_root().join("target/wasm32-wasip1/wasm/noop_filter.wasm")
+}
+
+/// Removes Envoy's gRPC-web filter's matcher (it converts every gRPC-web
+/// request), as an origin serving browsers has it.
+fn ungate_grpc_web(config: &mut Value) -> Result<()> {
+    let filters = config
+        .pointer_mut(
+            "/static_resources/listeners/0/filter_chains/0/filters/0/typed_config/http_filters",
+        )
+        .and_then(Value::as_array_mut)
+        .context("no http_filters")?;
+    for filter in filters.iter_mut() {
+        if let Some(inner) = filter.pointer("/typed_config/extension_config").cloned() {
+            *filter = inner;
+        }
+    }
+    Ok(())
+}
+
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values[values.len() / 2]
+}
+
+struct Variant {
+    name: &'static str,
+    topology: Topology,
+    target: SocketAddr,
+    call: Arc<Call>,
+    runs: Vec<Run>,
+}
+
+fn table(title: &str, variants: &[Variant], baseline: usize) {
+    println!("\n#### {title}\n");
+    println!(
+        "| variant | req/s | ratio to {} (min–max) | CPU ms per 1k requests | RSS MiB | p50 µs | p99 µs |",
+        variants[baseline].name
+    );
+    println!("|---|---:|---:|---|---|---:|---:|");
+    for variant in variants {
+        let rps = median(variant.runs.iter().map(|r| r.rps).collect());
+        let ratios: Vec<f64> = variant
+            .runs
+            .iter()
+            .zip(&variants[baseline].runs)
+            .map(|(run, base)| run.rps / base.rps)
+            .collect();
+        let (lo, hi) = ratios
+            .iter()
+            .fold((f64::MAX, f64::MIN), |(lo, hi), r| (lo.min(*r), hi.max(*r)));
+        let names: Vec<String> = variant.runs[0].cpu.iter().map(|(n, _)| n.clone()).collect();
+        let cpu: Vec<String> = names
+            .iter()
+            .enumerate()
+            .map(|(i, name)| {
+                let ms = median(variant.runs.iter().map(|r| r.cpu[i].1).collect());
+                format!("{name} {ms:.0}")
+            })
+            .collect();
+        let rss: Vec<String> = variant.runs[0]
+            .rss_kib
+            .iter()
+            .map(|(name, kib)| format!("{name} {:.0}", *kib as f64 / 1024.0))
+            .collect();
+        println!(
+            "| {} | {rps:.0} | {:.2} ({lo:.2}–{hi:.2}) | {} | {} | {:.0} | {:.0} |",
+            variant.name,
+            median(ratios.clone()),
+            cpu.join(", "),
+            rss.join(", "),
+            median(variant.runs.iter().map(|r| r.p50_us).collect()),
+            median(variant.runs.iter().map(|r| r.p99_us).collect()),
+        );
+    }
+}
+
+fn main() -> Result<()> {
+    if !noop_module().exists() {
+        bail!("{} is missing: run make bench", noop_module().display());
+    }
+    // SAFETY: set before any thread exists; read by the topology harness.
+    unsafe {
+        std::env::set_var("BRIDGE_ENVOY_WORKERS", "1");
+        std::env::set_var("BRIDGE_PROXY_CPUS", "0");
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()?;
+    // This process (load generator and server) on core 1.
+    // SAFETY: a zeroed cpu_set_t, then CPU_SET on it; pid 0 is this process.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(1, &mut set);
+        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
+    }
+    let server = bridge_peers::harness::interop_server(&runtime)?;
+    let native = || {
+        Arc::new(Call {
+            path: UNARY,
+            headers: Vec::new(),
+            body: unary_body(64),
+            web: false,
+        })
+    };
+    let web = || {
+        Arc::new(Call {
+            path: UNARY,
+            headers: vec![("x-grpc-web", "1".into())],
+            body: unary_body(64),
+            web: true,
+        })
+    };
+    let bridge = topology::wasm_module();
+    let mut chain = vec![
+        (
+            "two Envoys, no filter",
+            Topology::start(Hop::PlainHttp2, Upstream::Server(server))?,
+        ),
+        (
+            "two Envoys, no-op Wasm filter",
+            Topology::start_with_module(
+                Hop::DirectHttp2,
+                Upstream::Server(server),
+                &noop_module(),
+            )?,
+        ),
+        (
+            "bridge, edge → origin over HTTP/2",
+            Topology::start_with_module(Hop::DirectHttp2, Upstream::Server(server), &bridge)?,
+        ),
+        (
+            "bridge, edge → nginx → origin",
+            Topology::start_with_module(Hop::Nginx, Upstream::Server(server), &bridge)?,
+        ),
+    ]
+    .into_iter()
+    .map(|(name, topology)| Variant {
+        name,
+        target: topology.edge,
+        topology,
+        call: native(),
+        runs: Vec::new(),
+    })
+    .collect::<Vec<_>>();
+    let origin = |module: &std::path::Path, edit: fn(&mut Value) -> Result<()>| {
+        Topology::start_origin_with("origin.yaml", server, module, edit)
+    };
+    let mut origins = vec![
+        (
+            "Envoy's gRPC-web filter alone",
+            origin(&bridge, |c| {
+                remove_bridge(c)?;
+                ungate_grpc_web(c)
+            })?,
+        ),
+        (
+            "gRPC-web filter + no-op Wasm filter",
+            origin(&noop_module(), ungate_grpc_web)?,
+        ),
+        (
+            "bridge origin (gRPC-web filter + module)",
+            origin(&bridge, |_| Ok(()))?,
+        ),
+    ]
+    .into_iter()
+    .map(|(name, topology)| Variant {
+        name,
+        target: topology.edge,
+        topology,
+        call: web(),
+        runs: Vec::new(),
+    })
+    .collect::<Vec<_>>();
+    // THROUGHPUT_ONLY=origin or =chain measures one table.
+    let only = std::env::var("THROUGHPUT_ONLY").unwrap_or_default();
+    for round in 0..ROUNDS {
+        let tables = [("chain", &mut chain), ("origin", &mut origins)];
+        let selected = tables
+            .into_iter()
+            .filter(|(name, _)| only.is_empty() || *name == only);
+        for variant in selected.flat_map(|(_, variants)| variants.iter_mut()) {
+            let mut call = (*variant.call).clone();
+            if variant.name.starts_with("bridge origin") {
+                call.headers.push(("x-grpc-web-bridge", marker(UNARY)));
+            }
+            let run = runtime
+                .block_on(load(&variant.topology, variant.target, Arc::new(call)))
+                .with_context(|| format!("{} (round {round})", variant.name))?;
+            variant.runs.push(run);
+        }
+    }
+    println!(
+        "{ROUNDS} rounds × {SECONDS} s per variant, {STREAMS} concurrent unary calls (64-byte messages), \
+         every Envoy one worker on core 0, client and server on core 1."
+    );
+    if !chain[0].runs.is_empty() {
+        table("Native gRPC through two Envoys (edge, origin)", &chain, 0);
+    }
+    if !origins[0].runs.is_empty() {
+        table("gRPC-web at the origin (binary, marked)", &origins, 0);
+    }
+    Ok(())
+}
