@@ -1072,7 +1072,16 @@ fn browser_trials(
     trials: &mut Vec<Trial>,
 ) {
     let text = |bytes: &[u8]| STANDARD.encode(bytes).into_bytes();
-    let cases: Vec<(&str, &str, Vec<u8>, Vec<(&str, &str)>, &str, &str)> = vec![
+    // (name, content-type, body, extra headers, status, message)
+    type Case = (
+        &'static str,
+        &'static str,
+        Vec<u8>,
+        Vec<(&'static str, &'static str)>,
+        &'static str,
+        &'static str,
+    );
+    let cases: Vec<Case> = vec![
         (
             "bad_base64",
             "application/grpc-web-text",
