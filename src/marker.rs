@@ -17,6 +17,7 @@
 //!
 //! The legacy mode sends one static secret (compared in constant time).
 
+use std::collections::HashMap;
 use std::fmt;
 
 use hmac::{Hmac, Mac};
@@ -106,6 +107,16 @@ pub fn verify<'k>(
     max_age_s: u64,
     request: &Request,
 ) -> Result<(), Refusal> {
+    verify_at(value, key, max_age_s, request).map(drop)
+}
+
+/// [`verify`], returning the second the marker was signed at.
+fn verify_at<'k>(
+    value: &[u8],
+    key: impl Fn(&str) -> Option<&'k [u8]>,
+    max_age_s: u64,
+    request: &Request,
+) -> Result<u64, Refusal> {
     if value.is_empty() {
         return Err(Refusal::Empty);
     }
@@ -134,7 +145,83 @@ pub fn verify<'k>(
     mac(key, key_id, seconds, request)
         .ok_or(Refusal::BadSignature)?
         .verify_slice(&tag)
-        .map_err(|_| Refusal::BadSignature)
+        .map_err(|_| Refusal::BadSignature)?;
+    Ok(signed_at)
+}
+
+/// Most entries a cache below keeps (a worker's distinct calls per second).
+const CACHE_ENTRIES: usize = 4096;
+
+/// `<key id or marker>\0<method>\0<path>`: what a marker is bound to.
+fn cache_key(first: &[u8], request: &Request) -> Vec<u8> {
+    [first, request.method, request.path].join(&0)
+}
+
+/// The edge's markers of the current second. A marker is a function of
+/// the key, the method, the path and the second, so within a second each
+/// (key, method, path) is signed once.
+#[derive(Debug, Default)]
+pub struct SignCache {
+    second: u64,
+    markers: HashMap<Vec<u8>, String>,
+}
+
+impl SignCache {
+    pub fn sign(&mut self, key_id: &str, key: &[u8], request: &Request) -> Option<String> {
+        if request.now_s != self.second || self.markers.len() >= CACHE_ENTRIES {
+            self.markers.clear();
+            self.second = request.now_s;
+        }
+        let cache_key = cache_key(key_id.as_bytes(), request);
+        if let Some(marker) = self.markers.get(&cache_key) {
+            return Some(marker.clone());
+        }
+        let marker = sign(key_id, key, request)?;
+        self.markers.insert(cache_key, marker.clone());
+        Some(marker)
+    }
+}
+
+/// Markers the origin has verified, by (marker, method, path), with the
+/// second each was signed at. A hit is still checked against the window
+/// and the accepted keys, so a cached marker expires and a retired key
+/// stops working exactly as without the cache.
+#[derive(Debug, Default)]
+pub struct VerifyCache {
+    verified: HashMap<Vec<u8>, u64>,
+}
+
+impl VerifyCache {
+    pub fn verify<'k>(
+        &mut self,
+        value: &[u8],
+        key: impl Fn(&str) -> Option<&'k [u8]>,
+        max_age_s: u64,
+        request: &Request,
+    ) -> Result<(), Refusal> {
+        let cache_key = cache_key(value, request);
+        let fresh = |signed_at: u64| signed_at.abs_diff(request.now_s) <= max_age_s;
+        if let Some(&signed_at) = self.verified.get(&cache_key) {
+            let key_id = std::str::from_utf8(value)
+                .ok()
+                .and_then(|text| text.split('.').nth(1));
+            match key_id.and_then(&key) {
+                Some(_) if fresh(signed_at) => return Ok(()),
+                _ => {
+                    self.verified.remove(&cache_key);
+                }
+            }
+        }
+        let signed_at = verify_at(value, key, max_age_s, request)?;
+        if self.verified.len() >= CACHE_ENTRIES {
+            self.verified.retain(|_, signed_at| fresh(*signed_at));
+            if self.verified.len() >= CACHE_ENTRIES {
+                self.verified.clear();
+            }
+        }
+        self.verified.insert(cache_key, signed_at);
+        Ok(())
+    }
 }
 
 /// Checks a static-secret marker, in constant time.
@@ -272,6 +359,45 @@ mod tests {
                 "{marker:?}"
             );
         }
+    }
+
+    #[test]
+    fn caches_give_the_same_answers_as_the_plain_functions() {
+        let mut signer = SignCache::default();
+        let at = request("/svc/Method", NOW);
+        let first = signer.sign("new", keys("new").unwrap(), &at).unwrap();
+        assert_eq!(first, signed("new", NOW));
+        assert_eq!(
+            signer.sign("new", keys("new").unwrap(), &at).unwrap(),
+            first
+        );
+        let later = signer
+            .sign(
+                "new",
+                keys("new").unwrap(),
+                &request("/svc/Method", NOW + 1),
+            )
+            .unwrap();
+        assert_eq!(later, signed("new", NOW + 1));
+
+        let mut cache = VerifyCache::default();
+        let marker = first.as_bytes();
+        assert_eq!(cache.verify(marker, keys, 30, &at), Ok(()));
+        assert_eq!(cache.verify(marker, keys, 30, &at), Ok(()));
+        // A cached marker still binds its path, expires, and dies with its key.
+        let other = request("/svc/Other", NOW);
+        assert_eq!(
+            cache.verify(marker, keys, 30, &other),
+            Err(Refusal::BadSignature)
+        );
+        let late = request("/svc/Method", NOW + 31);
+        assert_eq!(cache.verify(marker, keys, 30, &late), Err(Refusal::Expired));
+        assert_eq!(cache.verify(marker, keys, 30, &at), Ok(()));
+        let only_old = |id: &str| keys(id).filter(|_| id == "old");
+        assert_eq!(
+            cache.verify(marker, only_old, 30, &at),
+            Err(Refusal::UnknownKey)
+        );
     }
 
     #[test]

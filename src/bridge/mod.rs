@@ -3,6 +3,8 @@
 //! `Host` with hostcalls; the tests implement it with a fake that mimics the
 //! measured Envoy behaviour.
 
+use std::cell::RefCell;
+
 use bytes::Bytes;
 
 use crate::codec::{
@@ -10,6 +12,7 @@ use crate::codec::{
     encode_grpc_message, is_valid_status, parse_grpc_timeout,
 };
 use crate::config;
+use crate::marker::{SignCache, VerifyCache};
 use crate::metrics::Counter;
 
 pub mod edge;
@@ -53,6 +56,8 @@ pub trait Host {
     fn set_header(&mut self, map: Map, name: &str, value: &[u8]);
     fn add_header(&mut self, map: Map, name: &str, value: &[u8]);
     fn remove_header(&mut self, map: Map, name: &str);
+    /// The map's size as Envoy counts it: every name and value, in bytes.
+    fn header_bytes(&self, map: Map) -> usize;
     /// Replaces the whole map.
     fn set_headers(&mut self, map: Map, fields: &Metadata);
     /// `len` bytes of the body buffer from `start`.
@@ -244,37 +249,45 @@ fn marked_request(host: &dyn Host) -> (Vec<u8>, Vec<u8>, u64) {
     )
 }
 
+thread_local! {
+    /// This worker's signatures of the current second (edge).
+    static SIGNED: RefCell<SignCache> = RefCell::new(SignCache::default());
+    /// Markers this worker verified (origin).
+    static VERIFIED: RefCell<VerifyCache> = RefCell::new(VerifyCache::default());
+}
+
 /// The edge's marker for this request.
 fn make_marker(host: &dyn Host, marker: &config::Marker) -> Option<String> {
     if let Some(secret) = &marker.static_secret {
         return Some(secret.clone());
     }
     let id = marker.sign_with.as_deref()?;
+    let key = marker.key(id)?;
     let (method, path, now_s) = marked_request(host);
     let request = crate::marker::Request {
         method: &method,
         path: &path,
         now_s,
     };
-    crate::marker::sign(id, marker.key(id)?, &request)
+    SIGNED.with(|cache| cache.borrow_mut().sign(id, key, &request))
 }
 
 /// Checks the origin's request marker(s): `None` if there is none, else
 /// whether the one marker is valid. Every value counts: two markers are
 /// refused, whatever they say.
 fn check_marker(
-    host: &dyn Host,
+    host: &mut dyn Host,
     marker: &config::Marker,
 ) -> Option<Result<(), crate::marker::Refusal>> {
-    use crate::marker::{Refusal, Request, verify, verify_static};
+    use crate::marker::{Refusal, Request, verify_static};
     let value = host.header(Map::RequestHeaders, &marker.header)?;
-    let all = host.headers(Map::RequestHeaders);
-    if all
-        .iter()
-        .filter(|(name, _)| *name == marker.header)
-        .count()
-        > 1
-    {
+    // Envoy reads only the first value of a name. The map's byte size
+    // (every name and value) drops by exactly this one field when it is
+    // the only one.
+    let before = host.header_bytes(Map::RequestHeaders);
+    host.remove_header(Map::RequestHeaders, &marker.header);
+    let after = host.header_bytes(Map::RequestHeaders);
+    if before.saturating_sub(after) != marker.header.len() + value.len() {
         return Some(Err(Refusal::Duplicate));
     }
     if let Some(secret) = &marker.static_secret {
@@ -287,7 +300,11 @@ fn check_marker(
         now_s,
     };
     let max_age = u64::from(marker.max_age_s);
-    Some(verify(&value, |id| marker.key(id), max_age, &request))
+    Some(VERIFIED.with(|cache| {
+        cache
+            .borrow_mut()
+            .verify(&value, |id| marker.key(id), max_age, &request)
+    }))
 }
 
 /// Reads a gRPC or gRPC-web body as it streams: undoes text mode, checks

@@ -121,10 +121,7 @@ impl StreamBridge for Origin {
             return Action::Continue;
         }
         match check_marker(host, &self.config.marker) {
-            Some(Ok(())) => {
-                host.remove_header(Map::RequestHeaders, &self.config.marker.header);
-                host.count(Counter::Converted);
-            }
+            Some(Ok(())) => host.count(Counter::Converted),
             Some(Err(refusal)) => {
                 let error = ErrorKind::InvalidMarker(refusal).from(Peer::Downstream);
                 return self.fail(host, error);
