@@ -73,9 +73,12 @@ test: lint test-native test-wasm test-fuzz test-e2e
 demo: build setup-e2e
 	cargo run -q -p bridge-peers --release --bin demo
 
-## Latency through the chain against direct calls (results: docs/benchmarks.md).
+## Latency, then throughput and CPU per request against plain Envoys, a
+## no-op Wasm filter and Envoy's gRPC-web filter (results: docs/benchmarks.md).
 bench: build setup-e2e
+	cargo build -q -p noop-filter --profile wasm --target wasm32-wasip1
 	cargo run -q -p bridge-peers --release --bin bench
+	cargo run -q -p bridge-peers --release --bin throughput
 
 clean:
 	cargo clean
