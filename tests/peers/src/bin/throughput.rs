@@ -229,6 +229,23 @@ fn ungate_grpc_web(config: &mut Value) -> Result<()> {
     Ok(())
 }
 
+/// Sets the Wasm filter's plugin configuration (the no-op filter reads a
+/// number from it).
+fn set_plugin_configuration(config: &mut Value, text: &str) -> Result<()> {
+    let filters = config
+        .pointer_mut(
+            "/static_resources/listeners/0/filter_chains/0/filters/0/typed_config/http_filters",
+        )
+        .and_then(Value::as_array_mut)
+        .context("no http_filters")?;
+    let wasm = filters
+        .iter_mut()
+        .find(|f| f["name"] == "envoy.filters.http.wasm")
+        .context("no Wasm filter")?;
+    wasm["typed_config"]["config"]["configuration"]["value"] = text.into();
+    Ok(())
+}
+
 fn median(mut values: Vec<f64>) -> f64 {
     values.sort_by(f64::total_cmp);
     values[values.len() / 2]
@@ -369,6 +386,13 @@ fn main() -> Result<()> {
         (
             "gRPC-web filter + no-op Wasm filter",
             origin(&noop_module(), ungate_grpc_web)?,
+        ),
+        (
+            "gRPC-web filter + no-op Wasm filter reading a header 20 times",
+            origin(&noop_module(), |c| {
+                ungate_grpc_web(c)?;
+                set_plugin_configuration(c, "20")
+            })?,
         ),
         (
             "bridge origin (gRPC-web filter + module)",
