@@ -52,3 +52,6 @@ printf '{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json"
   "$compat_digest" "$compat_size" "$artifact_digest" "$artifact_size" >"$out/index.json"
 
 echo "wrote $out: compat sha256:$compat_digest, artifact sha256:$artifact_digest (module sha256:$wasm_digest)"
+# Each manifest wants the digest in its own form.
+echo "  Istio WasmPlugin spec.sha256 (bare hex, the compat manifest): $compat_digest"
+echo "  Envoy code.remote.sha256 (bare hex, the module itself):       $wasm_digest"

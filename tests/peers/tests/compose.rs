@@ -190,6 +190,28 @@ fn plugin_configs(document: &serde_json::Value) -> Vec<String> {
     found
 }
 
+/// Istio's WasmPlugin CRD takes `sha256` as 64 bare hex digits.
+#[test]
+fn istio_wasmplugin_sha256_is_bare_hex_as_the_crd_requires() -> Result<()> {
+    let text =
+        std::fs::read_to_string(repo_root().join("envoy/deploy/istio-edge-wasmplugin.yaml"))?;
+    let plugin: serde_json::Value = serde_yaml::from_str(&text)?;
+    let sha = plugin["spec"]["sha256"]
+        .as_str()
+        .context("no spec.sha256")?;
+    ensure!(!sha.contains(':'), "sha256 {sha:?} has a prefix");
+    ensure!(
+        sha.starts_with("REPLACE_WITH_64_HEX_DIGITS"),
+        "placeholder {sha:?} does not say the form"
+    );
+    let layout = std::fs::read_to_string(repo_root().join("scripts/oci-layout.sh"))?;
+    ensure!(
+        layout.contains("Istio WasmPlugin spec.sha256 (bare hex"),
+        "make oci does not print the Istio form"
+    );
+    Ok(())
+}
+
 #[test]
 fn deployment_manifests_carry_valid_plugin_configs_for_both_sides() -> Result<()> {
     use serde::Deserialize;
