@@ -29,6 +29,25 @@ pub fn interop_server(runtime: &tokio::runtime::Runtime) -> Result<SocketAddr> {
     Ok(address)
 }
 
+/// The marker keys of envoy/*.yaml: the origin accepts both, the edge
+/// signs with the new one.
+pub const OLD_KEY: (&str, &str) = ("demo-1", "demo-key-change-me-0123456789abcdef");
+pub const NEW_KEY: (&str, &str) = ("demo-2", "demo-key-2-change-me-0123456789abcdef");
+
+/// A marker for a POST to `path`, signed with `key`, `age_s` seconds ago,
+/// as an edge would make it (for calls straight to the origin).
+pub fn signed_marker(key: (&str, &str), path: &str, age_s: u64) -> String {
+    let now_s = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let request = grpc_web_bridge::marker::Request {
+        method: b"POST",
+        path: path.as_bytes(),
+        now_s: now_s.saturating_sub(age_s),
+    };
+    grpc_web_bridge::marker::sign(key.0, key.1.as_bytes(), &request).unwrap_or_default()
+}
+
 /// A process started for a test; stopped (and reaped) when dropped, and
 /// killed by the kernel if the test process dies first.
 pub struct Peer {

@@ -284,14 +284,21 @@ async fn server_streaming(target: String) -> Result<()> {
             .collect(),
         ..Default::default()
     };
-    let mut stream = client.streaming_output_call(request).await?.into_inner();
+    let sizes = response_sizes(client.streaming_output_call(request).await?.into_inner()).await?;
+    ensure!(sizes == RESPONSE_SIZES, "sizes {sizes:?}");
+    ensure!(seen.all() == [false; 4], "response flags {:?}", seen.all());
+    Ok(())
+}
+
+/// The payload sizes of every message of a response stream.
+async fn response_sizes(
+    mut stream: tonic::Streaming<crate::proto::StreamingOutputCallResponse>,
+) -> Result<Vec<i32>> {
     let mut sizes = Vec::new();
     while let Some(message) = stream.message().await? {
         sizes.push(body_len(&message.payload) as i32);
     }
-    ensure!(sizes == RESPONSE_SIZES, "sizes {sizes:?}");
-    ensure!(seen.all() == [false; 4], "response flags {:?}", seen.all());
-    Ok(())
+    Ok(sizes)
 }
 
 async fn server_compressed_streaming(target: String) -> Result<()> {
@@ -310,11 +317,8 @@ async fn server_compressed_streaming(target: String) -> Result<()> {
             .collect(),
         ..Default::default()
     };
-    let mut stream = client.streaming_output_call(request).await?.into_inner();
-    let mut received = Vec::new();
-    while let Some(message) = stream.message().await? {
-        received.push(body_len(&message.payload) as i32);
-    }
+    let received =
+        response_sizes(client.streaming_output_call(request).await?.into_inner()).await?;
     ensure!(received == sizes, "sizes {received:?}");
     // The second message's flag is not checked: a tonic server compresses
     // all of a stream's messages or none ("if supported by the

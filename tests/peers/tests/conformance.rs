@@ -14,7 +14,7 @@ use std::time::Duration;
 use anyhow::{Context as _, Result, ensure};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
-use bridge_peers::harness::{interop_server, runtime};
+use bridge_peers::harness::{NEW_KEY, OLD_KEY, interop_server, runtime, signed_marker};
 use bridge_peers::interop_client::SPECIAL_MESSAGE;
 use bridge_peers::proto::SimpleRequest;
 use bridge_peers::raw::{
@@ -28,10 +28,6 @@ type Check = Box<dyn Fn(Received) -> Result<()> + Send + Sync>;
 
 const GRPC: (&str, &str) = ("content-type", "application/grpc");
 const GRPC_WEB: (&str, &str) = ("content-type", "application/grpc-web");
-/// The keys of envoy/*.yaml: the origin accepts both, the edge signs with
-/// the new one.
-const OLD_KEY: (&str, &str) = ("demo-1", "demo-key-change-me-0123456789abcdef");
-const NEW_KEY: (&str, &str) = ("demo-2", "demo-key-2-change-me-0123456789abcdef");
 const MARKER: &str = "x-grpc-web-bridge";
 const UNARY: &str = "/grpc.testing.TestService/UnaryCall";
 
@@ -51,20 +47,7 @@ fn world() -> Vec<u8> {
 
 /// The marker the edge would put on a POST to `path` now.
 fn marker(path: &str) -> String {
-    signed(NEW_KEY, path, 0)
-}
-
-/// A marker for a POST to `path`, signed with `key`, `age_s` seconds ago.
-fn signed(key: (&str, &str), path: &str, age_s: u64) -> String {
-    let now_s = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    let request = grpc_web_bridge::marker::Request {
-        method: b"POST",
-        path: path.as_bytes(),
-        now_s: now_s - age_s,
-    };
-    grpc_web_bridge::marker::sign(key.0, key.1.as_bytes(), &request).unwrap_or_default()
+    signed_marker(NEW_KEY, path, 0)
 }
 
 /// Each topology's ordinary call (edge address → path, body), made after
@@ -836,7 +819,7 @@ fn main() -> Result<()> {
             let fresh = marker(UNARY);
             let cases = [
                 (
-                    vec![signed(NEW_KEY, UNARY, 120)],
+                    vec![signed_marker(NEW_KEY, UNARY, 120)],
                     "is outside its time window",
                 ),
                 (
@@ -844,7 +827,7 @@ fn main() -> Result<()> {
                     "does not match the request",
                 ),
                 (
-                    vec![signed(("demo-0", OLD_KEY.1), UNARY, 0)],
+                    vec![signed_marker(("demo-0", OLD_KEY.1), UNARY, 0)],
                     "names a key this origin does not accept",
                 ),
                 (vec![fresh.clone(), fresh.clone()], "appears more than once"),
@@ -881,7 +864,7 @@ fn main() -> Result<()> {
                 let r = h2_call(t.edge, UNARY, &[], &unary_request()).await?;
                 status_is(&r, "0", "")?;
                 let key = if round % 2 == 0 { OLD_KEY } else { NEW_KEY };
-                let old_edge = signed(key, UNARY, 0);
+                let old_edge = signed_marker(key, UNARY, 0);
                 let r = http1_call(
                     origin,
                     UNARY,

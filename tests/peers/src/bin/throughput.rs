@@ -25,7 +25,6 @@ const STREAMS: usize = 32;
 const SECONDS: u64 = 4;
 const ROUNDS: usize = 3;
 const UNARY: &str = "/grpc.testing.TestService/UnaryCall";
-const KEY: (&str, &str) = ("demo-2", "demo-key-2-change-me-0123456789abcdef");
 
 /// What one load run measured.
 #[derive(Clone, Default)]
@@ -59,15 +58,7 @@ fn unary_body(size: usize) -> Bytes {
 }
 
 fn marker(path: &str) -> String {
-    let now_s = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    let request = grpc_web_bridge::marker::Request {
-        method: b"POST",
-        path: path.as_bytes(),
-        now_s,
-    };
-    grpc_web_bridge::marker::sign(KEY.0, KEY.1.as_bytes(), &request).unwrap_or_default()
+    bridge_peers::harness::signed_marker(bridge_peers::harness::NEW_KEY, path, 0)
 }
 
 /// CPU seconds (user + system) a process has used so far.
