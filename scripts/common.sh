@@ -7,6 +7,7 @@ TOOLS="$ROOT/.tools"
 ENVOY_VERSION="1.40.0"
 # Python gRPC peers (tests/peers/python).
 GRPCIO_VERSION="1.76.0"
+SONORA_VERSION="0.2.3"
 
 say() { printf '==> %s\n' "$*" >&2; }
 die() { printf 'error: %s\n' "$*" >&2; exit 1; }

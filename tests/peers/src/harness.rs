@@ -64,15 +64,20 @@ impl Drop for Peer {
     }
 }
 
-/// The Python interop script (grpcio), run with the packages that
+/// A script of `tests/peers/python`, run with the packages that
 /// scripts/install-python-peers.sh put in `.tools/python`.
-pub fn python_interop() -> std::process::Command {
+pub fn python_script(name: &str) -> std::process::Command {
     let root = topology::repo_root();
     let mut command = std::process::Command::new("python3");
     command
-        .arg(root.join("tests/peers/python/interop.py"))
+        .arg(root.join("tests/peers/python").join(name))
         .env("PYTHONPATH", root.join(".tools/python"));
     command
+}
+
+/// The Python interop script (grpcio server and client).
+pub fn python_interop() -> std::process::Command {
+    python_script("interop.py")
 }
 
 /// Starts the grpcio interop server on an ephemeral loopback port. It sends

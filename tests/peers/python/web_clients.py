@@ -1,0 +1,167 @@
+"""gRPC-web clients from PyPI against one target: sonora, sync and asyncio.
+
+    web_clients.py http://HOST:PORT
+
+Runs each case with each client and prints one JSON line per (client,
+case): what the client library reported (status, message, trailing
+metadata, messages) and when (ms from the call's start to each message;
+sonora has no callback for the response headers, so "ms_to_headers" is
+when the first message or the unary reply arrived). The Rust test that runs it
+(tests/peers/tests/clients.rs) decides what is right, for the bridge and
+for Envoy's own gRPC-web filter side by side.
+"""
+
+import asyncio
+import json
+import sys
+import time
+
+import grpc
+
+import interop  # generates and loads the interop service modules
+import sonora.aio
+import sonora.client
+
+messages_pb2 = interop.messages_pb2
+ECHO_TRAILING = "x-grpc-test-echo-trailing-bin"
+
+
+class Stub:
+    """The two calls the cases make, built on the channel directly: the
+    stubs grpcio-tools generates pass an argument sonora does not take."""
+
+    def __init__(self, channel):
+        service = "/grpc.testing.TestService/"
+        self.UnaryCall = channel.unary_unary(
+            service + "UnaryCall",
+            request_serializer=messages_pb2.SimpleRequest.SerializeToString,
+            response_deserializer=messages_pb2.SimpleResponse.FromString,
+        )
+        self.StreamingOutputCall = channel.unary_stream(
+            service + "StreamingOutputCall",
+            request_serializer=messages_pb2.StreamingOutputCallRequest.SerializeToString,
+            response_deserializer=messages_pb2.StreamingOutputCallResponse.FromString,
+        )
+
+
+def spaced_stream():
+    params = [messages_pb2.ResponseParameters(size=8, interval_us=100_000) for _ in range(3)]
+    return messages_pb2.StreamingOutputCallRequest(response_parameters=params)
+
+
+CASES = {
+    "unary": lambda: ("unary", messages_pb2.SimpleRequest(response_size=10, payload=interop.payload(10)), None, None),
+    "server_stream_spaced": lambda: ("stream", spaced_stream(), None, None),
+    "empty_stream": lambda: ("stream", messages_pb2.StreamingOutputCallRequest(), None, None),
+    "error_with_metadata": lambda: (
+        "unary",
+        messages_pb2.SimpleRequest(
+            response_status=messages_pb2.EchoStatus(code=7, message="denied: ☺"),
+        ),
+        [(ECHO_TRAILING, b"\x00\x01\xfe\xff")],
+        None,
+    ),
+    "large_message_1mib": lambda: ("unary", messages_pb2.SimpleRequest(response_size=1 << 20), None, None),
+    "deadline_while_server_sleeps": lambda: (
+        "stream",
+        messages_pb2.StreamingOutputCallRequest(
+            response_parameters=[messages_pb2.ResponseParameters(size=8, interval_us=3_000_000)]
+        ),
+        None,
+        0.5,
+    ),
+}
+
+
+def describe(status, message, trailing, received, t_headers, t_messages):
+    return {
+        "status": status,
+        "message": message,
+        "trailing": sorted(
+            [k, v.hex() if isinstance(v, bytes) else v] for k, v in (trailing or []) if k.startswith("x-")
+        ),
+        "messages": received,
+        "ms_to_headers": t_headers,
+        "ms_to_messages": t_messages,
+    }
+
+
+def run_sync(target, name):
+    kind, request, metadata, timeout = CASES[name]()
+    started = time.monotonic()
+    ms = lambda: round((time.monotonic() - started) * 1000, 1)  # noqa: E731
+    with sonora.client.insecure_web_channel(target) as channel:
+        stub = Stub(channel)
+        received, times, trailing, t_headers = [], [], None, None
+        try:
+            if kind == "unary":
+                response, call = stub.UnaryCall.with_call(request, timeout=timeout, metadata=metadata)
+                t_headers = ms()
+                received.append(len(response.payload.body))
+                times.append(ms())
+                trailing = call.trailing_metadata()
+            else:
+                call = stub.StreamingOutputCall(request, timeout=timeout, metadata=metadata)
+                for response in call:
+                    if t_headers is None:
+                        t_headers = ms()
+                    received.append(len(response.payload.body))
+                    times.append(ms())
+                trailing = call.trailing_metadata()
+            return describe("OK", "", trailing, received, t_headers, times)
+        except grpc.RpcError as error:
+            trailing = getattr(error, "trailing_metadata", lambda: None)()
+            return describe(error.code().name, error.details(), trailing, received, t_headers, times)
+
+
+async def run_async(target, name):
+    kind, request, metadata, timeout = CASES[name]()
+    started = time.monotonic()
+    ms = lambda: round((time.monotonic() - started) * 1000, 1)  # noqa: E731
+    async with sonora.aio.insecure_web_channel(target) as channel:
+        stub = Stub(channel)
+        received, times, trailing, t_headers = [], [], None, None
+        try:
+            if kind == "unary":
+                call = stub.UnaryCall(request, timeout=timeout, metadata=metadata)
+                response = await call
+                t_headers = ms()
+                received.append(len(response.payload.body))
+                times.append(ms())
+                trailing = await call.trailing_metadata()
+            else:
+                call = stub.StreamingOutputCall(request, timeout=timeout, metadata=metadata)
+                async for response in call:
+                    if t_headers is None:
+                        t_headers = ms()
+                    received.append(len(response.payload.body))
+                    times.append(ms())
+                trailing = await call.trailing_metadata()
+            return describe("OK", "", trailing, received, t_headers, times)
+        except grpc.RpcError as error:
+            trailing = None
+            try:
+                trailing = error.trailing_metadata()
+            except Exception:  # noqa: BLE001 - some errors carry none
+                pass
+            return describe(error.code().name, error.details(), trailing, received, t_headers, times)
+        except Exception as error:  # noqa: BLE001 - reported as the client saw it
+            return describe("CLIENT_ERROR", repr(error), None, received, t_headers, times)
+
+
+def main():
+    target = sys.argv[1]
+    for name in CASES:
+        for client, result in (
+            ("sonora", lambda: run_sync(target, name)),
+            ("sonora-asyncio", lambda: asyncio.run(run_async(target, name))),
+        ):
+            try:
+                outcome = result()
+            except Exception as error:  # noqa: BLE001 - reported as the client saw it
+                outcome = describe("CLIENT_ERROR", repr(error), None, [], None, [])
+            print(json.dumps({"client": client, "case": name, **outcome}), flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,133 @@
+//! Real gRPC-web client libraries against the origin, side by side with
+//! Envoy's own gRPC-web filter in an otherwise identical Envoy, in one run.
+//! Each client reports what it saw (`tests/peers/python/web_clients.py`);
+//! this test checks it is right per the gRPC-web protocol, and that every
+//! case that passes with the native filter passes with the bridge.
+//!
+//! `CLIENTS_MATRIX=docs/clients.md cargo test -p bridge-peers --release
+//! --test clients` also writes the matrix.
+
+use std::collections::BTreeMap;
+
+use anyhow::{Context as _, Result, ensure};
+use bridge_peers::harness::{interop_server, python_script, runtime};
+use bridge_peers::topology::{self, Topology, remove_bridge};
+use serde_json::Value;
+
+/// What each case must give: status, message sizes.
+fn expected(case: &str) -> (&'static str, Value) {
+    match case {
+        "unary" => ("OK", serde_json::json!([10])),
+        "server_stream_spaced" => ("OK", serde_json::json!([8, 8, 8])),
+        "empty_stream" => ("OK", serde_json::json!([])),
+        "error_with_metadata" => ("PERMISSION_DENIED", serde_json::json!([])),
+        "large_message_1mib" => ("OK", serde_json::json!([1048576])),
+        "deadline_while_server_sleeps" => ("DEADLINE_EXCEEDED", serde_json::json!([])),
+        _ => ("?", Value::Null),
+    }
+}
+
+fn run_clients(target: std::net::SocketAddr) -> Result<BTreeMap<(String, String), Value>> {
+    let output = python_script("web_clients.py")
+        .arg(format!("http://{target}"))
+        .output()
+        .context("running the Python gRPC-web clients")?;
+    ensure!(
+        output.status.success(),
+        "clients failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let mut results = BTreeMap::new();
+    for line in String::from_utf8_lossy(&output.stdout).lines() {
+        let value: Value = serde_json::from_str(line)?;
+        let key = (
+            value["client"].as_str().unwrap_or("").to_string(),
+            value["case"].as_str().unwrap_or("").to_string(),
+        );
+        results.insert(key, value);
+    }
+    Ok(results)
+}
+
+fn correct(case: &str, result: &Value) -> bool {
+    let (status, messages) = expected(case);
+    let message_ok = case != "error_with_metadata" || result["message"] == "denied: ☺";
+    result["status"] == status && result["messages"] == messages && message_ok
+}
+
+/// "✓ STATUS | ms at which each message arrived" (sonora reports no
+/// separate time for the response headers).
+fn cell(result: &Value, right: bool) -> String {
+    format!(
+        "{} {}{} | {}",
+        if right { "✓" } else { "✗" },
+        result["status"].as_str().unwrap_or("?"),
+        if right {
+            String::new()
+        } else {
+            format!(" ({})", result["message"].as_str().unwrap_or(""))
+        },
+        result["ms_to_messages"]
+    )
+}
+
+fn main() -> Result<()> {
+    let runtime = runtime();
+    let server = interop_server(&runtime)?;
+    let bridge = Topology::start_origin("origin-browsers.yaml", server)?;
+    let native = Topology::start_origin_with(
+        "origin-browsers.yaml",
+        server,
+        &topology::wasm_module(),
+        remove_bridge,
+    )?;
+    let with_bridge = run_clients(bridge.edge)?;
+    let with_native = run_clients(native.edge)?;
+    let mut rows = Vec::new();
+    let mut failures = Vec::new();
+    for ((client, case), result) in &with_bridge {
+        let native_result = with_native
+            .get(&(client.clone(), case.clone()))
+            .context("native run lacks a case")?;
+        let (bridge_right, native_right) = (correct(case, result), correct(case, native_result));
+        if !bridge_right && native_right {
+            failures.push(format!(
+                "{client} {case}: bridge {result}, native {native_result}"
+            ));
+        }
+        if !bridge_right && !native_right {
+            println!("both wrong (a client limit, see docs/clients.md): {client} {case}: {result}");
+        }
+        rows.push(format!(
+            "| {client} | {case} | {} | {} |",
+            cell(result, bridge_right),
+            cell(native_result, native_right)
+        ));
+    }
+    let table = format!(
+        "| client | case | bridge | ms to each message | Envoy's gRPC-web filter | ms to each message |\n\
+         |---|---|---|---|---|---|\n{}\n",
+        rows.join("\n")
+    );
+    println!("{table}");
+    if let Ok(path) = std::env::var("CLIENTS_MATRIX") {
+        // Relative to the repository (cargo runs tests in the package's folder).
+        let path = topology::repo_root().join(path);
+        let doc = std::fs::read_to_string(&path).unwrap_or_default();
+        let head = doc
+            .split("<!-- matrix -->")
+            .next()
+            .unwrap_or("")
+            .to_string();
+        std::fs::write(&path, format!("{head}<!-- matrix -->\n\n{table}"))?;
+    }
+    let cases = with_bridge.len();
+    ensure!(cases >= 12, "only {cases} client cases ran");
+    ensure!(
+        failures.is_empty(),
+        "cases right with Envoy's filter but wrong with the bridge:\n{}",
+        failures.join("\n")
+    );
+    println!("1 passed, 0 failed");
+    Ok(())
+}
