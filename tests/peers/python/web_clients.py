@@ -78,7 +78,7 @@ def describe(status, message, trailing, received, t_headers, t_messages):
         "status": status,
         "message": message,
         "trailing": sorted(
-            [k, v.hex() if isinstance(v, bytes) else v] for k, v in (trailing or []) if k.startswith("x-")
+            [k, v.hex() if isinstance(v, bytes) else v] for k, v in (trailing or []) if k.startswith("x-grpc-test")
         ),
         "messages": received,
         "ms_to_headers": t_headers,
