@@ -43,15 +43,36 @@ fn run_web_clients(target: std::net::SocketAddr) -> Result<Results> {
     parse(output)
 }
 
-/// The native gRPC clients (Node's grpc-js) against a gRPC endpoint.
-fn run_native_clients(target: std::net::SocketAddr) -> Result<Results> {
-    let script = topology::repo_root().join("tests/peers/node/grpc_js_client.js");
+/// A Node client script of tests/peers/node with its arguments.
+fn run_node(script: &str, args: &[String]) -> Result<Results> {
     let output = std::process::Command::new("node")
-        .arg(script)
-        .arg(target.to_string())
+        .arg(topology::repo_root().join("tests/peers/node").join(script))
+        .args(args)
         .output()
-        .context("running grpc-js")?;
+        .with_context(|| format!("running {script}"))?;
     parse(output)
+}
+
+/// The gRPC-web clients of Node (connect-node, HTTP/1.1 and HTTP/2).
+fn run_node_web_clients(target: std::net::SocketAddr) -> Result<Results> {
+    let mut results = Results::new();
+    for protocol in ["grpc-web-http1", "grpc-web-http2"] {
+        results.extend(run_node(
+            "connect_client.mjs",
+            &[format!("http://{target}"), protocol.into()],
+        )?);
+    }
+    Ok(results)
+}
+
+/// The native gRPC clients (grpc-js, connect-node) against a gRPC endpoint.
+fn run_native_clients(target: std::net::SocketAddr) -> Result<Results> {
+    let mut results = run_node("grpc_js_client.js", &[target.to_string()])?;
+    results.extend(run_node(
+        "connect_client.mjs",
+        &[format!("http://{target}"), "grpc".into()],
+    )?);
+    Ok(results)
 }
 
 fn parse(output: std::process::Output) -> Result<Results> {
@@ -75,9 +96,12 @@ fn parse(output: std::process::Output) -> Result<Results> {
 fn correct(case: &str, result: &Value) -> bool {
     let (status, messages) = expected(case);
     let message_ok = case != "error_with_metadata" || result["message"] == "denied: ☺";
-    // grpc-js reports trailing metadata; when it does, the echo must be there.
+    // The Node clients report trailing metadata: the echo must be there.
+    let reports_trailing = result["client"]
+        .as_str()
+        .is_some_and(|c| c.starts_with("grpc-js") || c.starts_with("connect-node"));
     let trailing_ok = case != "error_with_metadata"
-        || result["client"] != "grpc-js"
+        || !reports_trailing
         || result["trailing"] == serde_json::json!([["x-grpc-test-echo-trailing-bin", "0001feff"]]);
     result["status"] == status && result["messages"] == messages && message_ok && trailing_ok
 }
@@ -111,6 +135,8 @@ fn main() -> Result<()> {
     let chain = Topology::start(Hop::Nginx, Upstream::Server(server))?;
     let mut with_bridge = run_web_clients(bridge.edge)?;
     let mut reference = run_web_clients(native.edge)?;
+    with_bridge.extend(run_node_web_clients(bridge.edge)?);
+    reference.extend(run_node_web_clients(native.edge)?);
     with_bridge.extend(run_native_clients(chain.edge)?);
     reference.extend(run_native_clients(server)?);
     let mut rows = Vec::new();
