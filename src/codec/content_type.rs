@@ -1,4 +1,4 @@
-//! Content-type and Accept classification. A content type is parsed into an
+//! Content-type classification. A content type is parsed into an
 //! enum once and every rewrite renders from it, so the subtype (`+proto`,
 //! `+json`, ...) survives and no string-prefix rewrite can turn
 //! `grpc-web-text` into nonsense.
@@ -68,16 +68,6 @@ impl ContentType {
             None => self.protocol.media_type().to_string(),
         }
     }
-}
-
-/// The gRPC-web response encoding an `Accept` header asks for, if it names
-/// one: the first gRPC-web entry in the list wins.
-pub fn web_protocol_from_accept(accept: &[u8]) -> Option<Protocol> {
-    accept
-        .split(|&b| b == b',')
-        .filter_map(ContentType::parse)
-        .map(|content_type| content_type.protocol)
-        .find(|protocol| protocol.is_web())
 }
 
 #[cfg(test)]
@@ -165,24 +155,5 @@ mod tests {
             plain.with_protocol(Protocol::GrpcWeb).render(),
             "application/grpc-web"
         );
-    }
-
-    #[test]
-    fn accept_picks_the_first_grpc_web_entry() {
-        use Protocol::*;
-        assert_eq!(
-            web_protocol_from_accept(b"application/grpc-web-text"),
-            Some(GrpcWebText)
-        );
-        assert_eq!(
-            web_protocol_from_accept(b"application/grpc-web"),
-            Some(GrpcWeb)
-        );
-        assert_eq!(
-            web_protocol_from_accept(b"application/json, application/grpc-web-text;q=0.9"),
-            Some(GrpcWebText)
-        );
-        assert_eq!(web_protocol_from_accept(b"*/*"), None);
-        assert_eq!(web_protocol_from_accept(b"application/grpc"), None);
     }
 }
