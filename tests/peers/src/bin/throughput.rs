@@ -43,6 +43,8 @@ struct Call {
     headers: Vec<(&'static str, String)>,
     body: Bytes,
     web: bool,
+    /// grpc-web-text both ways (base64 request, `accept` asks for text).
+    text: bool,
 }
 
 fn unary_body(size: usize) -> Bytes {
@@ -55,6 +57,36 @@ fn unary_body(size: usize) -> Bytes {
         ..Default::default()
     };
     Bytes::from(frame(0, &request.encode_to_vec()))
+}
+
+/// Reply sizes of the text-mode rows.
+const TEXT_SIZES: [(usize, &str); 3] = [
+    (64 << 10, "64 KiB"),
+    (512 << 10, "512 KiB"),
+    (2 << 20, "2 MiB"),
+];
+
+/// A unary request asking for a `size`-byte reply.
+fn text_request(size: usize) -> Vec<u8> {
+    let request = SimpleRequest {
+        response_size: size as i32,
+        ..Default::default()
+    };
+    frame(0, &request.encode_to_vec())
+}
+
+fn base64(bytes: &[u8]) -> Vec<u8> {
+    let mut encoder = grpc_web_bridge::codec::Base64Encoder::new();
+    let mut out = Vec::new();
+    encoder.push(bytes, &mut out);
+    encoder.end_segment(&mut out);
+    out
+}
+
+/// Envoy's gRPC-web filter alone, converting every request.
+fn native_filter_only(config: &mut Value) -> Result<()> {
+    remove_bridge(config)?;
+    ungate_grpc_web(config)
 }
 
 fn marker(path: &str) -> String {
@@ -91,10 +123,10 @@ async fn call(
     target: SocketAddr,
     c: &Call,
 ) -> Result<()> {
-    let content_type = if c.web {
-        "application/grpc-web"
-    } else {
-        "application/grpc"
+    let content_type = match (c.web, c.text) {
+        (true, true) => "application/grpc-web-text",
+        (true, false) => "application/grpc-web",
+        (false, _) => "application/grpc",
     };
     let mut request = http::Request::builder()
         .method("POST")
@@ -102,6 +134,9 @@ async fn call(
         .header("content-type", content_type);
     if !c.web {
         request = request.header("te", "trailers");
+    }
+    if c.text {
+        request = request.header("accept", "application/grpc-web-text");
     }
     for (name, value) in &c.headers {
         request = request.header(*name, value);
@@ -119,6 +154,15 @@ async fn call(
         bytes.extend_from_slice(&chunk);
     }
     let trailers = body.trailers().await?;
+    if c.text {
+        let mut decoder = grpc_web_bridge::codec::Base64Decoder::new();
+        let mut binary = Vec::new();
+        decoder
+            .push(&bytes, &mut binary)
+            .and_then(|()| decoder.finish(&mut binary))
+            .map_err(|e| anyhow::anyhow!("response base64: {e:?}"))?;
+        bytes = binary;
+    }
     let status = match (c.web, &trailers) {
         (false, Some(trailers)) => trailers.get("grpc-status").map(|v| v.as_bytes().to_vec()),
         _ => {
@@ -321,6 +365,7 @@ fn main() -> Result<()> {
             headers: Vec::new(),
             body: unary_body(64),
             web: false,
+            text: false,
         })
     };
     let web = || {
@@ -329,6 +374,7 @@ fn main() -> Result<()> {
             headers: vec![("x-grpc-web", "1".into())],
             body: unary_body(64),
             web: true,
+            text: false,
         })
     };
     let bridge = topology::wasm_module();
@@ -369,10 +415,7 @@ fn main() -> Result<()> {
     let mut origins = vec![
         (
             "Envoy's gRPC-web filter alone",
-            origin(&bridge, |c| {
-                remove_bridge(c)?;
-                ungate_grpc_web(c)
-            })?,
+            origin(&bridge, native_filter_only)?,
         ),
         (
             "gRPC-web filter + no-op Wasm filter",
@@ -399,14 +442,52 @@ fn main() -> Result<()> {
         runs: Vec::new(),
     })
     .collect::<Vec<_>>();
-    // THROUGHPUT_ONLY=origin or =chain measures one table.
+    // grpc-web-text replies of growing size: Envoy's filter encodes them;
+    // CPU per MiB should stay flat (linear), for the bridge as for it.
+    let text = |size: usize| {
+        Arc::new(Call {
+            path: UNARY,
+            headers: vec![("x-grpc-web", "1".into())],
+            body: Bytes::from(base64(&text_request(size))),
+            web: true,
+            text: true,
+        })
+    };
+    let mut texts = Vec::new();
+    for (size, label) in TEXT_SIZES {
+        for (name, edit) in [
+            (
+                "Envoy's gRPC-web filter alone",
+                native_filter_only as fn(&mut Value) -> Result<()>,
+            ),
+            ("bridge origin", |_: &mut Value| Ok(())),
+        ] {
+            let topology = Topology::start_origin_with("origin.yaml", server, &bridge, edit)?;
+            texts.push((
+                size,
+                label,
+                Variant {
+                    name,
+                    target: topology.edge,
+                    topology,
+                    call: text(size),
+                    runs: Vec::new(),
+                },
+            ));
+        }
+    }
+    // THROUGHPUT_ONLY=origin, =chain or =text measures one table.
     let only = std::env::var("THROUGHPUT_ONLY").unwrap_or_default();
     for round in 0..ROUNDS {
-        let tables = [("chain", &mut chain), ("origin", &mut origins)];
+        let tables: [(&str, Vec<&mut Variant>); 3] = [
+            ("chain", chain.iter_mut().collect()),
+            ("origin", origins.iter_mut().collect()),
+            ("text", texts.iter_mut().map(|(_, _, v)| v).collect()),
+        ];
         let selected = tables
             .into_iter()
             .filter(|(name, _)| only.is_empty() || *name == only);
-        for variant in selected.flat_map(|(_, variants)| variants.iter_mut()) {
+        for variant in selected.flat_map(|(_, variants)| variants) {
             let mut call = (*variant.call).clone();
             if variant.name.starts_with("bridge origin") {
                 call.headers.push(("x-grpc-web-bridge", marker(UNARY)));
@@ -418,7 +499,7 @@ fn main() -> Result<()> {
         }
     }
     println!(
-        "{ROUNDS} rounds × {SECONDS} s per variant, {STREAMS} concurrent unary calls (64-byte messages), \
+        "{ROUNDS} rounds × {SECONDS} s per variant, {STREAMS} concurrent unary calls (64-byte messages but in the text table), \
          every Envoy one worker on core 0, client and server on core 1."
     );
     if !chain[0].runs.is_empty() {
@@ -426,6 +507,38 @@ fn main() -> Result<()> {
     }
     if !origins[0].runs.is_empty() {
         table("gRPC-web at the origin (binary, marked)", &origins, 0);
+    }
+    if !texts[0].2.runs.is_empty() {
+        println!("\n#### grpc-web-text replies at the origin: CPU per MiB by size\n");
+        println!(
+            "| reply size | variant | req/s | ratio to Envoy's filter alone | origin CPU ms per MiB |"
+        );
+        println!("|---|---|---:|---:|---:|");
+        for pair in texts.chunks(2) {
+            let (size, label, native) = (&pair[0].0, pair[0].1, &pair[0].2);
+            for (_, _, variant) in pair {
+                let rps = median(variant.runs.iter().map(|r| r.rps).collect());
+                let ratio = median(
+                    variant
+                        .runs
+                        .iter()
+                        .zip(&native.runs)
+                        .map(|(r, n)| r.rps / n.rps)
+                        .collect(),
+                );
+                let per_mib = median(
+                    variant
+                        .runs
+                        .iter()
+                        .map(|r| r.cpu[0].1 / (*size as f64 / 1048576.0))
+                        .collect(),
+                ) / 1000.0;
+                println!(
+                    "| {label} | {} | {rps:.0} | {ratio:.2} | {per_mib:.1} |",
+                    variant.name
+                );
+            }
+        }
     }
     Ok(())
 }
