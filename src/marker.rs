@@ -100,18 +100,9 @@ pub fn sign(key_id: &str, key: &[u8], request: &Request) -> Option<String> {
     Some(out)
 }
 
-/// Checks a signed marker; `key` looks up an accepted key by its id.
+/// Checks a signed marker (`key` looks up an accepted key by its id);
+/// returns the second it was signed at.
 pub fn verify<'k>(
-    value: &[u8],
-    key: impl Fn(&str) -> Option<&'k [u8]>,
-    max_age_s: u64,
-    request: &Request,
-) -> Result<(), Refusal> {
-    verify_at(value, key, max_age_s, request).map(drop)
-}
-
-/// [`verify`], returning the second the marker was signed at.
-fn verify_at<'k>(
     value: &[u8],
     key: impl Fn(&str) -> Option<&'k [u8]>,
     max_age_s: u64,
@@ -212,7 +203,7 @@ impl VerifyCache {
                 }
             }
         }
-        let signed_at = verify_at(value, key, max_age_s, request)?;
+        let signed_at = verify(value, key, max_age_s, request)?;
         if self.verified.len() >= CACHE_ENTRIES {
             self.verified.retain(|_, signed_at| fresh(*signed_at));
             if self.verified.len() >= CACHE_ENTRIES {
@@ -251,6 +242,15 @@ mod tests {
 
     const NOW: u64 = 1_800_000_000;
 
+    fn check<'k>(
+        value: &[u8],
+        key: impl Fn(&str) -> Option<&'k [u8]>,
+        max_age_s: u64,
+        request: &Request,
+    ) -> Result<(), Refusal> {
+        verify(value, key, max_age_s, request).map(drop)
+    }
+
     const KEYS: [(&str, &[u8]); 2] = [
         ("old", b"old-key-old-key-old-key-old-key!"),
         ("new", b"new-key-new-key-new-key-new-key!"),
@@ -281,7 +281,7 @@ mod tests {
                 "{marker}"
             );
             assert_eq!(
-                verify(
+                check(
                     marker.as_bytes(),
                     keys,
                     30,
@@ -297,7 +297,7 @@ mod tests {
         let marker = signed("new", NOW);
         for now in [NOW + 31, NOW - 31, NOW + 86_400] {
             assert_eq!(
-                verify(marker.as_bytes(), keys, 30, &request("/svc/Method", now)),
+                check(marker.as_bytes(), keys, 30, &request("/svc/Method", now)),
                 Err(Refusal::Expired)
             );
         }
@@ -307,7 +307,7 @@ mod tests {
     fn another_path_method_or_time_does_not_match() {
         let marker = signed("new", NOW);
         assert_eq!(
-            verify(marker.as_bytes(), keys, 30, &request("/svc/Other", NOW)),
+            check(marker.as_bytes(), keys, 30, &request("/svc/Other", NOW)),
             Err(Refusal::BadSignature)
         );
         let get = Request {
@@ -315,12 +315,12 @@ mod tests {
             ..request("/svc/Method", NOW)
         };
         assert_eq!(
-            verify(marker.as_bytes(), keys, 30, &get),
+            check(marker.as_bytes(), keys, 30, &get),
             Err(Refusal::BadSignature)
         );
         let moved = marker.replace(&format!(".{NOW}."), &format!(".{}.", NOW + 1));
         assert_eq!(
-            verify(moved.as_bytes(), keys, 30, &request("/svc/Method", NOW)),
+            check(moved.as_bytes(), keys, 30, &request("/svc/Method", NOW)),
             Err(Refusal::BadSignature)
         );
     }
@@ -330,7 +330,7 @@ mod tests {
         let marker = signed("old", NOW);
         let only_new = |id: &str| keys(id).filter(|_| id == "new");
         assert_eq!(
-            verify(
+            check(
                 marker.as_bytes(),
                 only_new,
                 30,
@@ -354,7 +354,7 @@ mod tests {
         ];
         for (marker, refusal) in cases {
             assert_eq!(
-                verify(marker.as_bytes(), keys, 30, &request("/svc/Method", NOW)),
+                check(marker.as_bytes(), keys, 30, &request("/svc/Method", NOW)),
                 Err(refusal),
                 "{marker:?}"
             );

@@ -20,8 +20,8 @@ use bytes::Bytes;
 use flate2::read::{GzDecoder, ZlibDecoder};
 
 use super::{
-    Action, Body, Deadline, FrameReader, Host, Map, StreamBridge, bound_trailers, content_type,
-    error_fields, make_marker, reply_error, report, settle_map, settle_status,
+    Action, Body, Deadline, FrameReader, Host, Map, StreamBridge, content_type, error_fields,
+    finish_trailers, finish_trailers_only, make_marker, reply_error, report,
 };
 use crate::codec::{ContentType, Error, ErrorKind, Metadata, Peer, Protocol, decode_trailer_block};
 use crate::config::Config;
@@ -137,10 +137,12 @@ impl Edge {
                 return None;
             }
         };
-        host.cancel_timer();
-        bound_trailers(host, &mut fields, self.config.max_trailer_bytes);
-        let passed = Deadline::passed(self.deadline, host);
-        settle_status(host, &mut fields, passed);
+        finish_trailers(
+            host,
+            &mut fields,
+            self.deadline,
+            self.config.max_trailer_bytes,
+        );
         Some(fields)
     }
 
@@ -267,9 +269,7 @@ impl StreamBridge for Edge {
         let status_in_headers = host.header(Map::ResponseHeaders, "grpc-status").is_some();
         if end_of_stream {
             // Headers that end the stream are already a trailers-only reply.
-            host.cancel_timer();
-            let passed = Deadline::passed(self.deadline, host);
-            settle_map(host, Map::ResponseHeaders, passed);
+            finish_trailers_only(host, self.deadline);
             self.response = Response::Done;
             return Action::Continue;
         }
@@ -322,8 +322,11 @@ impl StreamBridge for Edge {
             }
         }
         let upstream = host.headers(Map::ResponseTrailers);
-        if let Some(fields) = self.final_trailers(host, Some(upstream)) {
-            host.set_headers(Map::ResponseTrailers, &fields);
+        if let Some(fields) = self.final_trailers(host, Some(upstream.clone())) {
+            // Most often the upstream's own trailers, already right.
+            if fields != upstream {
+                host.set_headers(Map::ResponseTrailers, &fields);
+            }
         }
         Action::Continue
     }

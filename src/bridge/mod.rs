@@ -42,7 +42,8 @@ pub enum Body {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Action {
     Continue,
-    /// Stop iteration: headers are held, body chunks are buffered.
+    /// Stop iteration: after a local reply, nothing more of the request
+    /// goes upstream.
     Pause,
 }
 
@@ -187,6 +188,29 @@ fn bound_trailers(host: &mut dyn Host, fields: &mut Metadata, limit: u32) {
         report(host, &error);
         *fields = error_fields(&error);
     }
+}
+
+/// The fields that end a call, as the client must see them: the deadline
+/// timer stops, trailers over `limit` become an error, and the status is
+/// settled ([`settle_status`]).
+fn finish_trailers(
+    host: &mut dyn Host,
+    fields: &mut Metadata,
+    deadline: Option<Deadline>,
+    limit: u32,
+) {
+    host.cancel_timer();
+    bound_trailers(host, fields, limit);
+    let passed = Deadline::passed(deadline, host);
+    settle_status(host, fields, passed);
+}
+
+/// Ends a call whose response headers ended the stream (trailers-only):
+/// the deadline timer stops and the status in the headers is settled.
+fn finish_trailers_only(host: &mut dyn Host, deadline: Option<Deadline>) {
+    host.cancel_timer();
+    let passed = Deadline::passed(deadline, host);
+    settle_map(host, Map::ResponseHeaders, passed);
 }
 
 /// Settles the status carried in a header map (trailers, or the headers of

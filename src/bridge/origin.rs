@@ -26,8 +26,8 @@
 use std::rc::Rc;
 
 use super::{
-    Action, Body, Deadline, FrameReader, Host, Map, StreamBridge, bound_trailers, check_marker,
-    content_type, error_fields, reply_error, report, settle_map, settle_status,
+    Action, Body, Deadline, FrameReader, Host, Map, StreamBridge, check_marker, content_type,
+    error_fields, finish_trailers, finish_trailers_only, reply_error, report,
 };
 use crate::codec::{Error, ErrorKind, FrameScanner, Metadata, Peer, Piece, Protocol};
 use crate::config::Config;
@@ -92,10 +92,12 @@ impl Origin {
 
     /// The call's final fields, settled (see [`settle_status`]).
     fn settle(&mut self, host: &mut dyn Host, mut fields: Metadata) -> Metadata {
-        host.cancel_timer();
-        bound_trailers(host, &mut fields, self.config.max_trailer_bytes);
-        let passed = Deadline::passed(self.deadline, host);
-        settle_status(host, &mut fields, passed);
+        finish_trailers(
+            host,
+            &mut fields,
+            self.deadline,
+            self.config.max_trailer_bytes,
+        );
         self.response = Response::Done;
         fields
     }
@@ -196,9 +198,7 @@ impl StreamBridge for Origin {
         }
         if end_of_stream {
             // Trailers-only stays trailers-only, with a valid status.
-            host.cancel_timer();
-            let passed = Deadline::passed(self.deadline, host);
-            settle_map(host, Map::ResponseHeaders, passed);
+            finish_trailers_only(host, self.deadline);
             self.response = Response::Done;
             return Action::Continue;
         }
