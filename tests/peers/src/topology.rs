@@ -167,6 +167,16 @@ fn local_nginx_config(hop: &Service, ports: &HashMap<u16, u16>) -> Result<String
         .replace(&upstream, &format!("server 127.0.0.1:{};", ports[&port])))
 }
 
+/// Resident memory of a process, in KiB (0 if it is gone).
+pub fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
 /// A command for `program`, pinned to the cores in BRIDGE_PROXY_CPUS if
 /// set (benchmarks keep the proxies off the load generator's core).
 fn pinned(program: &Path) -> Command {
@@ -454,6 +464,14 @@ impl Topology {
             bail!("{error}\n{}", self.logs());
         }
         Ok(())
+    }
+
+    /// Resident memory of each process it started: (name, KiB).
+    pub fn rss_kib(&self) -> Vec<(String, u64)> {
+        self.pids()
+            .into_iter()
+            .map(|(name, pid)| (name, rss_kib(pid)))
+            .collect()
     }
 
     /// The processes it started: (compose service name, pid).

@@ -35,23 +35,6 @@ fn ping() -> StreamingOutputCallRequest {
     }
 }
 
-/// Resident memory of each process the topology started, in KiB.
-fn rss(topology: &Topology) -> Vec<(String, u64)> {
-    topology
-        .pids()
-        .into_iter()
-        .map(|(name, pid)| {
-            let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-            let kib = status
-                .lines()
-                .find_map(|line| line.strip_prefix("VmRSS:"))
-                .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok())
-                .unwrap_or(0);
-            (name, kib)
-        })
-        .collect()
-}
-
 async fn hold_streams(topology: &Topology) -> Result<()> {
     let target = format!("http://{}", topology.edge);
     // A few HTTP/2 connections from the client, as a real fleet would have.
@@ -59,7 +42,7 @@ async fn hold_streams(topology: &Topology) -> Result<()> {
     for _ in 0..8 {
         channels.push(channel(&target).await?);
     }
-    let idle = rss(topology);
+    let idle = topology.rss_kib();
     let started = Instant::now();
     let opened = futures::stream::iter(0..STREAMS)
         .map(|i| {
@@ -94,7 +77,7 @@ async fn hold_streams(topology: &Topology) -> Result<()> {
         failures.len(),
         failures[0]
     );
-    let open = rss(topology);
+    let open = topology.rss_kib();
     let took = started.elapsed();
     // All open at once; now each ends cleanly.
     let mut streams: Vec<_> = opened.into_iter().filter_map(Result::ok).collect();
@@ -139,7 +122,7 @@ async fn soak(topology: &Topology, seconds: u64) -> Result<()> {
         if let Some(error) = results.into_iter().find_map(Result::err) {
             return Err(error.context(format!("round {rounds}")));
         }
-        let now = envoys(rss(topology));
+        let now = envoys(topology.rss_kib());
         if baseline.is_none() && Instant::now() >= warm_up {
             baseline = Some(now.clone());
         }

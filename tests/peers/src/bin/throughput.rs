@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, Result, bail, ensure};
 use bridge_peers::proto::{Payload, SimpleRequest};
 use bridge_peers::raw::frame;
-use bridge_peers::topology::{self, Hop, Topology, Upstream, remove_bridge};
+use bridge_peers::topology::{self, Hop, Topology, Upstream, remove_bridge, rss_kib};
 use bytes::Bytes;
 use prost::Message;
 use serde_json::Value;
@@ -120,15 +120,6 @@ fn cpu_seconds(pid: u32) -> f64 {
         .filter_map(|&i| fields.get(i)?.parse::<f64>().ok())
         .sum();
     ticks / 100.0
-}
-
-fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find_map(|line| line.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok())
-        .unwrap_or(0)
 }
 
 /// One call; whether it ended with grpc-status 0.
