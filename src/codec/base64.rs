@@ -6,12 +6,16 @@
 //! (`AAAAAAJBQg==AAAAAAJBQg==`), so a buffer is never decoded in one call
 //! across a padded block. Encoding carries fewer than three bytes and pads
 //! only when told a frame ended, so each frame is its own padded segment.
+//!
+//! The bulk of each run goes through `base64-simd` (AVX2/SSE4.1 natively,
+//! SIMD128 in the module); the lenient scalar engine takes only the short
+//! final block of a segment, and re-reads a run that failed to say where.
 
 use base64::DecodeError;
 use base64::Engine;
 use base64::alphabet;
 use base64::engine::DecodePaddingMode;
-use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig, STANDARD};
+use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig};
 
 use super::error::ErrorKind;
 
@@ -81,17 +85,30 @@ impl Base64Decoder {
     /// Decodes whole blocks, one padded segment per call.
     fn decode_blocks(&mut self, mut blocks: &[u8], out: &mut Vec<u8>) -> Result<(), ErrorKind> {
         while !blocks.is_empty() {
-            let segment_end = match blocks.iter().position(|&b| b == b'=') {
+            let segment_end = match memchr::memchr(b'=', blocks) {
                 Some(pad) => (pad / BLOCK + 1) * BLOCK,
                 None => blocks.len(),
             };
             let (segment, rest) = blocks.split_at(segment_end);
-            self.decode_run(segment, out)?;
+            // Unpadded whole blocks in bulk; a padded last block, whose
+            // trailing bits may be non-zero, by the lenient engine.
+            let bulk = match segment.last() {
+                Some(b'=') => segment.len() - BLOCK,
+                _ => segment.len(),
+            };
+            let (whole, last) = segment.split_at(bulk);
+            if base64_simd::STANDARD.decode_append(whole, out).is_err() {
+                return self.decode_run(whole, out);
+            }
+            self.offset += whole.len() as u64;
+            self.decode_run(last, out)?;
             blocks = rest;
         }
         Ok(())
     }
 
+    /// Decodes a short or invalid run with the lenient scalar engine, which
+    /// also names the offset of what is wrong.
     fn decode_run(&mut self, run: &[u8], out: &mut Vec<u8>) -> Result<(), ErrorKind> {
         let at = |index: usize| ErrorKind::InvalidBase64 {
             offset: self.offset + index as u64,
@@ -149,11 +166,7 @@ impl Base64Encoder {
 }
 
 fn encode_into(input: &[u8], out: &mut Vec<u8>) {
-    let start = out.len();
-    out.resize(start + input.len().div_ceil(3) * 4, 0);
-    // The slice was sized for exactly the padded output, so this cannot fail.
-    let written = STANDARD.encode_slice(input, &mut out[start..]).unwrap_or(0);
-    out.truncate(start + written);
+    base64_simd::STANDARD.encode_append(input, out);
 }
 
 #[cfg(test)]
@@ -280,6 +293,7 @@ mod tests {
     mod properties {
         use super::*;
         use crate::codec::test_support::cut_at;
+        use base64::engine::general_purpose::STANDARD;
         use proptest::prelude::*;
 
         proptest! {

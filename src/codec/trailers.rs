@@ -93,7 +93,7 @@ pub fn decode_trailer_block(block: &[u8]) -> Result<Metadata, ErrorKind> {
     let mut line_no = 0;
     while !rest.is_empty() {
         line_no += 1;
-        let (line, next) = match rest.windows(2).position(|w| w == b"\r\n") {
+        let (line, next) = match memchr::memmem::find(rest, b"\r\n") {
             Some(end) => (&rest[..end], &rest[end + 2..]),
             None => (rest, &[][..]),
         };
