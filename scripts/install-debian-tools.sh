@@ -2,13 +2,14 @@
 # Installs the Debian packages the end-to-end tests use, each only if its
 # command is missing: nginx (the trailer-dropping HTTP/1.1 hop),
 # docker-compose (validates the compose topology without an engine),
-# docker-registry and skopeo (the OCI registry round trip).
+# docker-registry and skopeo (the OCI registry round trip), chromium (the
+# browser clients, driven by playwright-core).
 # Package services are kept from starting: tests run their own.
 source "$(dirname "$0")/common.sh"
 
-declare -A package=([nginx]=nginx-light [docker-compose]=docker-compose [docker-registry]=docker-registry [skopeo]=skopeo)
+declare -A package=([nginx]=nginx-light [docker-compose]=docker-compose [docker-registry]=docker-registry [skopeo]=skopeo [chromium]=chromium)
 missing=()
-for command in nginx docker-compose docker-registry skopeo; do
+for command in nginx docker-compose docker-registry skopeo chromium; do
   command -v "$command" >/dev/null || missing+=("${package[$command]}")
 done
 [ ${#missing[@]} -eq 0 ] && exit 0
@@ -24,6 +25,6 @@ apt_install "${missing[@]}"
 # Stop copies a package may have started anyway.
 nginx -s stop 2>/dev/null || true
 pkill -x docker-registry 2>/dev/null || true
-for command in nginx docker-compose docker-registry skopeo; do
+for command in nginx docker-compose docker-registry skopeo chromium; do
   command -v "$command" >/dev/null || die "$command did not install"
 done

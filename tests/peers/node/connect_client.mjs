@@ -47,7 +47,8 @@ async function record(run) {
     out.ms_to_messages.push(Date.now() - started);
   };
   try {
-    await run(got, (trailers) => (out.trailing = trailingOf(trailers)));
+    const onHeader = () => (out.ms_to_headers ??= Date.now() - started);
+    await run(got, { onHeader, onTrailer: (trailers) => (out.trailing = trailingOf(trailers)) });
   } catch (error) {
     const e = ConnectError.from(error);
     out.status = codeName(e.code);
@@ -60,41 +61,42 @@ async function record(run) {
 const params = (list) => list.map((p) => create(ResponseParametersSchema, p));
 
 const cases = {
-  unary: (got) =>
+  unary: (got, options) =>
     client
-      .unaryCall(create(SimpleRequestSchema, { responseSize: 10, payload: { body: new Uint8Array(10) } }))
+      .unaryCall(create(SimpleRequestSchema, { responseSize: 10, payload: { body: new Uint8Array(10) } }), options)
       .then((r) => got(r.payload.body.length)),
-  server_stream_spaced: async (got) => {
+  server_stream_spaced: async (got, options) => {
     const request = create(StreamingOutputCallRequestSchema, {
       responseParameters: params([1, 2, 3].map(() => ({ size: 8, intervalUs: 100000 }))),
     });
-    for await (const r of client.streamingOutputCall(request)) got(r.payload.body.length);
+    for await (const r of client.streamingOutputCall(request, options)) got(r.payload.body.length);
   },
-  empty_stream: async (got) => {
-    for await (const r of client.streamingOutputCall(create(StreamingOutputCallRequestSchema, {}))) got(r.payload.body.length);
+  empty_stream: async (got, options) => {
+    for await (const r of client.streamingOutputCall(create(StreamingOutputCallRequestSchema, {}), options))
+      got(r.payload.body.length);
   },
-  error_with_metadata: (got, trailers) =>
+  error_with_metadata: (got, options) =>
     client.unaryCall(
       create(SimpleRequestSchema, { responseStatus: { code: 7, message: "denied: \u263a" } }),
       {
         headers: { [ECHO_TRAILING]: Buffer.from([0, 1, 0xfe, 0xff]).toString("base64") },
-        onTrailer: trailers,
+        ...options,
       },
     ),
-  large_message_1mib: (got) =>
-    client.unaryCall(create(SimpleRequestSchema, { responseSize: 1 << 20 })).then((r) => got(r.payload.body.length)),
-  deadline_while_server_sleeps: async (got) => {
+  large_message_1mib: (got, options) =>
+    client.unaryCall(create(SimpleRequestSchema, { responseSize: 1 << 20 }), options).then((r) => got(r.payload.body.length)),
+  deadline_while_server_sleeps: async (got, options) => {
     const request = create(StreamingOutputCallRequestSchema, {
       responseParameters: params([{ size: 8, intervalUs: 3000000 }]),
     });
-    for await (const r of client.streamingOutputCall(request, { timeoutMs: 500 })) got(r.payload.body.length);
+    for await (const r of client.streamingOutputCall(request, { ...options, timeoutMs: 500 })) got(r.payload.body.length);
   },
-  cancel_mid_stream: async (got) => {
+  cancel_mid_stream: async (got, options) => {
     const abort = new AbortController();
     const request = create(StreamingOutputCallRequestSchema, {
       responseParameters: params([{ size: 8 }, { size: 8, intervalUs: 2000000 }]),
     });
-    for await (const r of client.streamingOutputCall(request, { signal: abort.signal })) {
+    for await (const r of client.streamingOutputCall(request, { ...options, signal: abort.signal })) {
       got(r.payload.body.length);
       abort.abort();
     }

@@ -1,6 +1,8 @@
-"""gRPC-web clients from PyPI against one target: sonora, sync and asyncio.
+"""Python clients from PyPI against one target, the same cases for each:
+sonora (gRPC-web, sync and asyncio), or grpcio (native gRPC).
 
-    web_clients.py http://HOST:PORT
+    web_clients.py http://HOST:PORT          sonora, sync and asyncio
+    web_clients.py --grpcio HOST:PORT        grpcio
 
 Runs each case with each client and prints one JSON line per (client,
 case): what the client library reported (status, message, trailing
@@ -86,11 +88,11 @@ def describe(status, message, trailing, received, t_headers, t_messages):
     }
 
 
-def run_sync(target, name):
+def run_sync(target, name, open_channel=sonora.client.insecure_web_channel):
     kind, request, metadata, timeout = CASES[name]()
     started = time.monotonic()
     ms = lambda: round((time.monotonic() - started) * 1000, 1)  # noqa: E731
-    with sonora.client.insecure_web_channel(target) as channel:
+    with open_channel(target) as channel:
         stub = Stub(channel)
         received, times, trailing, t_headers = [], [], None, None
         try:
@@ -150,14 +152,19 @@ async def run_async(target, name):
 
 
 def main():
-    target = sys.argv[1]
+    if sys.argv[1] == "--grpcio":
+        target = sys.argv[2]
+        clients = [("grpcio", lambda name: run_sync(target, name, grpc.insecure_channel))]
+    else:
+        target = sys.argv[1]
+        clients = [
+            ("sonora", lambda name: run_sync(target, name)),
+            ("sonora-asyncio", lambda name: asyncio.run(run_async(target, name))),
+        ]
     for name in CASES:
-        for client, result in (
-            ("sonora", lambda: run_sync(target, name)),
-            ("sonora-asyncio", lambda: asyncio.run(run_async(target, name))),
-        ):
+        for client, run in clients:
             try:
-                outcome = result()
+                outcome = run(name)
             except Exception as error:  # noqa: BLE001 - reported as the client saw it
                 outcome = describe("CLIENT_ERROR", repr(error), None, [], None, [])
             print(json.dumps({"client": client, "case": name, **outcome}), flush=True)

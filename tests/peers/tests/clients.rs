@@ -1,10 +1,14 @@
 //! Real client libraries, in one run, each side by side with a reference:
-//! gRPC-web clients (`tests/peers/python/web_clients.py`) against the
-//! browser-mode origin and against the same Envoy with only its own
-//! gRPC-web filter; native gRPC clients (`tests/peers/node`, grpc-js)
-//! through edge → nginx → origin and straight to the server. Each client
-//! reports what it saw; this test checks it is right per the protocol, and
-//! that every case right with the reference is right with the bridge.
+//! gRPC-web clients (sonora in `tests/peers/python/web_clients.py`;
+//! grpc-web, connect-web and improbable in Chromium and grpc-web and
+//! connect-node in Node, `tests/peers/node`) against the browser-mode
+//! origin and against the same Envoy with only its own gRPC-web filter;
+//! native gRPC clients (grpc-js, connect-node) through edge → nginx →
+//! origin and straight to the server. Each client reports what it saw;
+//! this test checks it is right per the protocol, that every case right
+//! with the reference is right with the bridge, and that no client sees
+//! the response headers later through the bridge than through the
+//! reference.
 //!
 //! `CLIENTS_MATRIX=docs/clients.md cargo test -p bridge-peers --release
 //! --test clients` also writes the matrix.
@@ -12,7 +16,7 @@
 use std::collections::BTreeMap;
 
 use anyhow::{Context as _, Result, ensure};
-use bridge_peers::harness::{interop_server, python_script, runtime};
+use bridge_peers::harness::{grpcio_server, interop_server, python_script, runtime};
 use bridge_peers::topology::{self, Hop, Topology, Upstream, remove_bridge};
 use serde_json::Value;
 
@@ -34,6 +38,26 @@ fn expected(case: &str) -> (&'static str, Value) {
 
 type Results = BTreeMap<(String, String), Value>;
 
+/// Every client the matrix must hold, as the scripts name them.
+const CLIENTS: [&str; 16] = [
+    "sonora",
+    "sonora-asyncio",
+    "connect-node (grpc-web-http1)",
+    "connect-node (grpc-web-http2)",
+    "grpc-web (binary) in Node (xhr2)",
+    "grpc-web (text) in Node (xhr2)",
+    "grpc-web (binary) in Chromium",
+    "grpc-web (text) in Chromium",
+    "connect-web (grpc-web) in Chromium",
+    "improbable-eng/grpc-web in Chromium",
+    "grpc-js",
+    "connect-node (grpc)",
+    "grpcio",
+    "sonora → grpcio server",
+    "grpc-web (text) in Node (xhr2) → grpcio server",
+    "connect-node (grpc-web-http2) → grpcio server",
+];
+
 /// The gRPC-web clients (Python) against a gRPC-web endpoint.
 fn run_web_clients(target: std::net::SocketAddr) -> Result<Results> {
     let output = python_script("web_clients.py")
@@ -53,9 +77,12 @@ fn run_node(script: &str, args: &[String]) -> Result<Results> {
     parse(output)
 }
 
-/// The gRPC-web clients of Node (connect-node, HTTP/1.1 and HTTP/2).
+/// The gRPC-web clients of Node (grpc-web over xhr2; connect-node over
+/// HTTP/1.1 and HTTP/2) and of Chromium (grpc-web, connect-web, improbable).
 fn run_node_web_clients(target: std::net::SocketAddr) -> Result<Results> {
-    let mut results = Results::new();
+    let url = format!("http://{target}");
+    let mut results = run_node("grpc_web_node_client.mjs", std::slice::from_ref(&url))?;
+    results.extend(run_node("browser_clients.mjs", std::slice::from_ref(&url))?);
     for protocol in ["grpc-web-http1", "grpc-web-http2"] {
         results.extend(run_node(
             "connect_client.mjs",
@@ -65,9 +92,16 @@ fn run_node_web_clients(target: std::net::SocketAddr) -> Result<Results> {
     Ok(results)
 }
 
-/// The native gRPC clients (grpc-js, connect-node) against a gRPC endpoint.
+/// The native gRPC clients (grpc-js, connect-node, grpcio) against a gRPC
+/// endpoint.
 fn run_native_clients(target: std::net::SocketAddr) -> Result<Results> {
     let mut results = run_node("grpc_js_client.js", &[target.to_string()])?;
+    results.extend(parse(
+        python_script("web_clients.py")
+            .args(["--grpcio", &target.to_string()])
+            .output()
+            .context("running the grpcio client")?,
+    )?);
     results.extend(run_node(
         "connect_client.mjs",
         &[format!("http://{target}"), "grpc".into()],
@@ -75,11 +109,38 @@ fn run_native_clients(target: std::net::SocketAddr) -> Result<Results> {
     Ok(results)
 }
 
+/// The gRPC-web clients of Node and Python against a gRPC-web endpoint in
+/// front of the grpcio server, each named "… → grpcio server".
+fn run_clients_to_grpcio(target: std::net::SocketAddr) -> Result<Results> {
+    let url = format!("http://{target}");
+    let mut results = run_web_clients(target)?;
+    results.extend(run_node(
+        "grpc_web_node_client.mjs",
+        std::slice::from_ref(&url),
+    )?);
+    for protocol in ["grpc-web-http1", "grpc-web-http2"] {
+        results.extend(run_node(
+            "connect_client.mjs",
+            &[url.clone(), protocol.into()],
+        )?);
+    }
+    Ok(results
+        .into_iter()
+        .map(|((client, case), mut value)| {
+            let client = format!("{client} → grpcio server");
+            value["client"] = Value::from(client.clone());
+            ((client, case), value)
+        })
+        .collect())
+}
+
 fn parse(output: std::process::Output) -> Result<Results> {
     ensure!(
         output.status.success(),
-        "clients failed: {}",
-        String::from_utf8_lossy(&output.stderr)
+        "clients failed ({}): {}\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr),
+        String::from_utf8_lossy(&output.stdout)
     );
     let mut results = BTreeMap::new();
     for line in String::from_utf8_lossy(&output.stdout).lines() {
@@ -96,21 +157,38 @@ fn parse(output: std::process::Output) -> Result<Results> {
 fn correct(case: &str, result: &Value) -> bool {
     let (status, messages) = expected(case);
     let message_ok = case != "error_with_metadata" || result["message"] == "denied: ☺";
-    // The Node clients report trailing metadata: the echo must be there.
-    let reports_trailing = result["client"]
-        .as_str()
-        .is_some_and(|c| c.starts_with("grpc-js") || c.starts_with("connect-node"));
+    // The JavaScript clients report trailing metadata: the echo must be there.
+    let reports_trailing = result["client"].as_str().is_some_and(|c| {
+        ["grpc-js", "connect", "grpc-web", "improbable", "grpcio"]
+            .iter()
+            .any(|name| c.starts_with(name))
+    });
     let trailing_ok = case != "error_with_metadata"
         || !reports_trailing
         || result["trailing"] == serde_json::json!([["x-grpc-test-echo-trailing-bin", "0001feff"]]);
     result["status"] == status && result["messages"] == messages && message_ok && trailing_ok
 }
 
-/// "✓ STATUS | ms at which each message arrived" (sonora reports no
-/// separate time for the response headers).
+/// Whether a client saw the response headers of the spaced stream well
+/// before its first message (the server sends them at once, the message
+/// 100 ms later): the headers were not held back for the message.
+fn headers_early(case: &str, result: &Value) -> Option<bool> {
+    if case != "server_stream_spaced" {
+        return None;
+    }
+    let headers = result["ms_to_headers"].as_f64()?;
+    let first = result["ms_to_messages"].get(0)?.as_f64()?;
+    Some(headers + 50.0 < first)
+}
+
+/// "✓ STATUS | ms to the headers | ms at which each message arrived"
+/// (sonora reports no separate time for the response headers).
 fn cell(result: &Value, right: bool) -> String {
+    let headers = result["ms_to_headers"]
+        .as_f64()
+        .map_or("–".to_string(), |ms| format!("{ms}"));
     format!(
-        "{} {}{} | {}",
+        "{} {}{} | {headers} | {}",
         if right { "✓" } else { "✗" },
         result["status"].as_str().unwrap_or("?"),
         if right {
@@ -139,6 +217,20 @@ fn main() -> Result<()> {
     reference.extend(run_node_web_clients(native.edge)?);
     with_bridge.extend(run_native_clients(chain.edge)?);
     reference.extend(run_native_clients(server)?);
+    // The same gRPC-web clients, with grpcio as the server behind the origin.
+    let grpcio = grpcio_server()?;
+    let module = topology::wasm_module();
+    let edit = |_: &mut Value| Ok(());
+    let bridge_to_grpcio =
+        Topology::start_origin_with("origin-browsers.yaml", grpcio.address, &module, edit)?;
+    let native_to_grpcio = Topology::start_origin_with(
+        "origin-browsers.yaml",
+        grpcio.address,
+        &module,
+        remove_bridge,
+    )?;
+    with_bridge.extend(run_clients_to_grpcio(bridge_to_grpcio.edge)?);
+    reference.extend(run_clients_to_grpcio(native_to_grpcio.edge)?);
     let mut rows = Vec::new();
     let mut failures = Vec::new();
     for ((client, case), result) in &with_bridge {
@@ -152,6 +244,14 @@ fn main() -> Result<()> {
                 "{client} {case}: bridge {result}, reference {reference_result}"
             ));
         }
+        if headers_early(case, reference_result) == Some(true)
+            && headers_early(case, result) != Some(true)
+        {
+            failures.push(format!(
+                "{client} {case}: the reference gave the headers before the first message, the bridge did not: \
+                 bridge {result}, reference {reference_result}"
+            ));
+        }
         if !bridge_right && !reference_right {
             println!("both wrong (a client limit, see docs/clients.md): {client} {case}: {result}");
         }
@@ -162,8 +262,8 @@ fn main() -> Result<()> {
         ));
     }
     let table = format!(
-        "| client | case | bridge | ms to each message | reference | ms to each message |\n\
-         |---|---|---|---|---|---|\n{}\n",
+        "| client | case | bridge | ms to headers | ms to each message | reference | ms to headers | ms to each message |\n\
+         |---|---|---|---|---|---|---|---|\n{}\n",
         rows.join("\n")
     );
     println!("{table}");
@@ -178,8 +278,10 @@ fn main() -> Result<()> {
             .to_string();
         std::fs::write(&path, format!("{head}<!-- matrix -->\n\n{table}"))?;
     }
-    let cases = with_bridge.len();
-    ensure!(cases >= 12, "only {cases} client cases ran");
+    for client in CLIENTS {
+        let ran = with_bridge.keys().filter(|(c, _)| c == client).count();
+        ensure!(ran >= 6, "{client}: {ran} cases ran");
+    }
     ensure!(
         failures.is_empty(),
         "cases right with Envoy's filter but wrong with the bridge:\n{}",
