@@ -1,6 +1,6 @@
 // gRPC-web clients in a real browser against one target:
 //
-//   node browser_clients.mjs http://127.0.0.1:PORT
+//   node browser_clients.mjs http://127.0.0.1:PORT     (CLIENT_CASES=name: one case)
 //
 // Bundles web/page.mjs with esbuild, serves it from 127.0.0.1 on a port of
 // its own (so every call is cross-origin, with a CORS preflight), opens it
@@ -59,7 +59,8 @@ try {
   const page = await browser.newPage();
   page.on("pageerror", (error) => console.error(`page error: ${error}`));
   await page.goto(page_url);
-  const results = await page.evaluate((t) => window.runClients(t), target);
+  const only = process.env.CLIENT_CASES ?? null;
+  const results = await page.evaluate(([t, o]) => window.runClients(t, o), [target, only]);
   for (const result of results) console.log(JSON.stringify({ ...result, client: `${result.client} in Chromium` }));
 } finally {
   clearTimeout(deadline);

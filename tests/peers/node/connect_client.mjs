@@ -12,6 +12,7 @@ import { createGrpcTransport, createGrpcWebTransport } from "@connectrpc/connect
 import {
   ResponseParametersSchema,
   SimpleRequestSchema,
+  StreamingInputCallRequestSchema,
   StreamingOutputCallRequestSchema,
 } from "./gen/grpc/testing/messages_pb.js";
 import { TestService } from "./gen/grpc/testing/test_pb.js";
@@ -103,8 +104,42 @@ const cases = {
   },
 };
 
+// Native gRPC also streams requests (gRPC-web cannot): the interop sizes.
+const nativeCases = {
+  client_streaming: async (got, options) => {
+    async function* requests() {
+      for (const size of [27182, 8, 1828, 45904]) {
+        yield create(StreamingInputCallRequestSchema, { payload: { body: new Uint8Array(size) } });
+      }
+    }
+    got((await client.streamingInputCall(requests(), options)).aggregatedPayloadSize);
+  },
+  // Each request is sent only once the previous response arrived.
+  ping_pong: async (got, options) => {
+    let answered = Promise.resolve();
+    let release;
+    async function* requests() {
+      for (const [size, body] of [[31415, 27182], [9, 8], [2653, 1828], [58979, 45904]]) {
+        await answered;
+        answered = new Promise((resolve) => (release = resolve));
+        yield create(StreamingOutputCallRequestSchema, {
+          responseParameters: params([{ size }]),
+          payload: { body: new Uint8Array(body) },
+        });
+      }
+    }
+    for await (const r of client.fullDuplexCall(requests(), options)) {
+      got(r.payload.body.length);
+      release();
+    }
+  },
+};
+if (protocol === "grpc") Object.assign(cases, nativeCases);
+
 const name = `connect-node (${protocol})`;
-for (const [caseName, run] of Object.entries(cases)) {
+// CLIENT_CASES=name limits the run to that case.
+const only = process.env.CLIENT_CASES;
+for (const [caseName, run] of Object.entries(cases).filter(([name]) => !only || name === only)) {
   const out = await record(run);
   console.log(JSON.stringify({ client: name, case: caseName, ...out }));
 }

@@ -9,6 +9,6 @@ import { runAll } from "./web/cases.mjs";
 
 globalThis.XMLHttpRequest = XMLHttpRequest;
 const [target] = process.argv.slice(2);
-for (const result of await runAll(target)) {
+for (const result of await runAll(target, { only: process.env.CLIENT_CASES })) {
   console.log(JSON.stringify({ ...result, client: `${result.client} in Node (xhr2)` }));
 }

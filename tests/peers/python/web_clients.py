@@ -4,6 +4,8 @@ sonora (gRPC-web, sync and asyncio), or grpcio (native gRPC).
     web_clients.py http://HOST:PORT          sonora, sync and asyncio
     web_clients.py --grpcio HOST:PORT        grpcio
 
+CLIENT_CASES=name limits the run to that case.
+
 Runs each case with each client and prints one JSON line per (client,
 case): what the client library reported (status, message, trailing
 metadata, messages) and when (ms from the call's start to each message;
@@ -15,6 +17,8 @@ for Envoy's own gRPC-web filter side by side.
 
 import asyncio
 import json
+import queue
+import os
 import sys
 import time
 
@@ -41,6 +45,17 @@ class Stub:
         )
         self.StreamingOutputCall = channel.unary_stream(
             service + "StreamingOutputCall",
+            request_serializer=messages_pb2.StreamingOutputCallRequest.SerializeToString,
+            response_deserializer=messages_pb2.StreamingOutputCallResponse.FromString,
+        )
+        # Native gRPC only (gRPC-web cannot stream requests).
+        self.StreamingInputCall = channel.stream_unary(
+            service + "StreamingInputCall",
+            request_serializer=messages_pb2.StreamingInputCallRequest.SerializeToString,
+            response_deserializer=messages_pb2.StreamingInputCallResponse.FromString,
+        )
+        self.FullDuplexCall = channel.stream_stream(
+            service + "FullDuplexCall",
             request_serializer=messages_pb2.StreamingOutputCallRequest.SerializeToString,
             response_deserializer=messages_pb2.StreamingOutputCallResponse.FromString,
         )
@@ -75,6 +90,47 @@ CASES = {
 }
 
 
+def ping_pong_requests(requests, answered):
+    for index, request in enumerate(requests):
+        if index:
+            answered.get(timeout=10)
+        yield request
+
+
+# Native gRPC only: request streams and a client cancel (grpcio; sonora has
+# neither). The interop service's sizes.
+NATIVE_CASES = {
+    "client_streaming": lambda: (
+        "client_stream",
+        [messages_pb2.StreamingInputCallRequest(payload=interop.payload(n)) for n in (27182, 8, 1828, 45904)],
+        None,
+        None,
+    ),
+    "ping_pong": lambda: (
+        "bidi",
+        [
+            messages_pb2.StreamingOutputCallRequest(
+                response_parameters=[messages_pb2.ResponseParameters(size=size)], payload=interop.payload(body)
+            )
+            for size, body in ((31415, 27182), (9, 8), (2653, 1828), (58979, 45904))
+        ],
+        None,
+        None,
+    ),
+    "cancel_mid_stream": lambda: (
+        "cancel",
+        messages_pb2.StreamingOutputCallRequest(
+            response_parameters=[
+                messages_pb2.ResponseParameters(size=8),
+                messages_pb2.ResponseParameters(size=8, interval_us=2_000_000),
+            ]
+        ),
+        None,
+        None,
+    ),
+}
+
+
 def describe(status, message, trailing, received, t_headers, t_messages):
     return {
         "status": status,
@@ -102,13 +158,30 @@ def run_sync(target, name, open_channel=sonora.client.insecure_web_channel):
                 received.append(len(response.payload.body))
                 times.append(ms())
                 trailing = call.trailing_metadata()
+            elif kind == "client_stream":
+                response, call = stub.StreamingInputCall.with_call(iter(request), metadata=metadata)
+                t_headers = ms()
+                received.append(response.aggregated_payload_size)
+                times.append(ms())
+                trailing = call.trailing_metadata()
             else:
-                call = stub.StreamingOutputCall(request, timeout=timeout, metadata=metadata)
+                requests = request
+                if kind == "bidi":
+                    # Each request leaves only once the previous response came.
+                    answered = queue.Queue()
+                    requests = ping_pong_requests(request, answered)
+                    call = stub.FullDuplexCall(requests, metadata=metadata)
+                else:
+                    call = stub.StreamingOutputCall(request, timeout=timeout, metadata=metadata)
                 for response in call:
                     if t_headers is None:
                         t_headers = ms()
                     received.append(len(response.payload.body))
                     times.append(ms())
+                    if kind == "bidi":
+                        answered.put(None)
+                    if kind == "cancel":
+                        call.cancel()
                 trailing = call.trailing_metadata()
             return describe("OK", "", trailing, received, t_headers, times)
         except grpc.RpcError as error:
@@ -155,13 +228,15 @@ def main():
     if sys.argv[1] == "--grpcio":
         target = sys.argv[2]
         clients = [("grpcio", lambda name: run_sync(target, name, grpc.insecure_channel))]
+        CASES.update(NATIVE_CASES)
     else:
         target = sys.argv[1]
         clients = [
             ("sonora", lambda name: run_sync(target, name)),
             ("sonora-asyncio", lambda name: asyncio.run(run_async(target, name))),
         ]
-    for name in CASES:
+    only = os.environ.get("CLIENT_CASES")
+    for name in [name for name in CASES if not only or name == only]:
         for client, run in clients:
             try:
                 outcome = run(name)

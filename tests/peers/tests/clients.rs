@@ -13,10 +13,13 @@
 //! `CLIENTS_MATRIX=docs/clients.md cargo test -p bridge-peers --release
 //! --test clients` also writes the matrix.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::{Context as _, Result, ensure};
 use bridge_peers::harness::{grpcio_server, interop_server, python_script, runtime};
+use bridge_peers::raw::{Scripts, Step, h2_server};
 use bridge_peers::topology::{self, Hop, Topology, Upstream, remove_bridge};
 use serde_json::Value;
 
@@ -31,12 +34,25 @@ fn expected(case: &str) -> (&'static str, Value) {
         "empty_stream" => ("OK", serde_json::json!([])),
         "error_with_metadata" => ("PERMISSION_DENIED", serde_json::json!([])),
         "large_message_1mib" => ("OK", serde_json::json!([1048576])),
-        "deadline_while_server_sleeps" => ("DEADLINE_EXCEEDED", serde_json::json!([])),
+        "deadline_while_server_sleeps" | "deadline_while_server_is_silent" => {
+            ("DEADLINE_EXCEEDED", serde_json::json!([]))
+        }
         _ => ("?", Value::Null),
     }
 }
 
 type Results = BTreeMap<(String, String), Value>;
+
+/// A server that reads the request and then says nothing for longer than
+/// any case waits (each client script bounds a case at 10 s).
+fn silent_scripts() -> Scripts {
+    let mut scripts = HashMap::new();
+    scripts.insert(
+        "/grpc.testing.TestService/StreamingOutputCall",
+        vec![Step::Sleep(Duration::from_secs(12))],
+    );
+    Arc::new(scripts)
+}
 
 /// Every client the matrix must hold, as the scripts name them.
 const CLIENTS: [&str; 16] = [
@@ -58,36 +74,53 @@ const CLIENTS: [&str; 16] = [
     "connect-node (grpc-web-http2) → grpcio server",
 ];
 
-/// The gRPC-web clients (Python) against a gRPC-web endpoint.
-fn run_web_clients(target: std::net::SocketAddr) -> Result<Results> {
-    let output = python_script("web_clients.py")
-        .arg(format!("http://{target}"))
+/// Runs a client script, limited to one case when `only` names it
+/// (`CLIENT_CASES`, which every script reads).
+fn run(mut command: std::process::Command, only: Option<&str>) -> Result<Results> {
+    if let Some(case) = only {
+        command.env("CLIENT_CASES", case);
+    }
+    let started = std::time::Instant::now();
+    let output = command
         .output()
-        .context("running the Python gRPC-web clients")?;
+        .with_context(|| format!("running {command:?}"))?;
+    println!(
+        "ran {:?} {:?} in {:.1} s",
+        command.get_program(),
+        command.get_args().collect::<Vec<_>>(),
+        started.elapsed().as_secs_f64()
+    );
     parse(output)
 }
 
 /// A Node client script of tests/peers/node with its arguments.
-fn run_node(script: &str, args: &[String]) -> Result<Results> {
-    let output = std::process::Command::new("node")
+fn node(script: &str, args: &[&str]) -> std::process::Command {
+    let mut command = std::process::Command::new("node");
+    command
         .arg(topology::repo_root().join("tests/peers/node").join(script))
-        .args(args)
-        .output()
-        .with_context(|| format!("running {script}"))?;
-    parse(output)
+        .args(args);
+    command
 }
 
-/// The gRPC-web clients of Node (grpc-web over xhr2; connect-node over
-/// HTTP/1.1 and HTTP/2) and of Chromium (grpc-web, connect-web, improbable).
-fn run_node_web_clients(target: std::net::SocketAddr) -> Result<Results> {
+/// The gRPC-web clients against a gRPC-web endpoint: sonora (sync,
+/// asyncio), grpc-web over xhr2 and connect-node (HTTP/1.1, HTTP/2) in
+/// Node, and with `browser` grpc-web, connect-web and improbable in
+/// Chromium.
+fn run_web_clients(
+    target: std::net::SocketAddr,
+    browser: bool,
+    only: Option<&str>,
+) -> Result<Results> {
     let url = format!("http://{target}");
-    let mut results = run_node("grpc_web_node_client.mjs", std::slice::from_ref(&url))?;
-    results.extend(run_node("browser_clients.mjs", std::slice::from_ref(&url))?);
+    let mut sonora = python_script("web_clients.py");
+    sonora.arg(&url);
+    let mut results = run(sonora, only)?;
+    results.extend(run(node("grpc_web_node_client.mjs", &[&url]), only)?);
     for protocol in ["grpc-web-http1", "grpc-web-http2"] {
-        results.extend(run_node(
-            "connect_client.mjs",
-            &[format!("http://{target}"), protocol.into()],
-        )?);
+        results.extend(run(node("connect_client.mjs", &[&url, protocol]), only)?);
+    }
+    if browser {
+        results.extend(run(node("browser_clients.mjs", &[&url]), only)?);
     }
     Ok(results)
 }
@@ -95,43 +128,29 @@ fn run_node_web_clients(target: std::net::SocketAddr) -> Result<Results> {
 /// The native gRPC clients (grpc-js, connect-node, grpcio) against a gRPC
 /// endpoint.
 fn run_native_clients(target: std::net::SocketAddr) -> Result<Results> {
-    let mut results = run_node("grpc_js_client.js", &[target.to_string()])?;
-    results.extend(parse(
-        python_script("web_clients.py")
-            .args(["--grpcio", &target.to_string()])
-            .output()
-            .context("running the grpcio client")?,
-    )?);
-    results.extend(run_node(
-        "connect_client.mjs",
-        &[format!("http://{target}"), "grpc".into()],
-    )?);
+    let address = target.to_string();
+    let mut results = run(node("grpc_js_client.js", &[&address]), None)?;
+    let mut grpcio = python_script("web_clients.py");
+    grpcio.args(["--grpcio", &address]);
+    results.extend(run(grpcio, None)?);
+    let url = format!("http://{target}");
+    results.extend(run(node("connect_client.mjs", &[&url, "grpc"]), None)?);
     Ok(results)
 }
 
-/// The gRPC-web clients of Node and Python against a gRPC-web endpoint in
-/// front of the grpcio server, each named "… → grpcio server".
-fn run_clients_to_grpcio(target: std::net::SocketAddr) -> Result<Results> {
-    let url = format!("http://{target}");
-    let mut results = run_web_clients(target)?;
-    results.extend(run_node(
-        "grpc_web_node_client.mjs",
-        std::slice::from_ref(&url),
-    )?);
-    for protocol in ["grpc-web-http1", "grpc-web-http2"] {
-        results.extend(run_node(
-            "connect_client.mjs",
-            &[url.clone(), protocol.into()],
-        )?);
-    }
-    Ok(results
+/// Renames each result's client (a suffix) or case (a new name), so runs
+/// against another server sit beside the others in the matrix.
+fn renamed(results: Results, client_suffix: &str, case: Option<&str>) -> Results {
+    results
         .into_iter()
-        .map(|((client, case), mut value)| {
-            let client = format!("{client} → grpcio server");
+        .map(|((client, old_case), mut value)| {
+            let client = format!("{client}{client_suffix}");
+            let case = case.map_or(old_case, str::to_string);
             value["client"] = Value::from(client.clone());
+            value["case"] = Value::from(case.clone());
             ((client, case), value)
         })
-        .collect())
+        .collect()
 }
 
 fn parse(output: std::process::Output) -> Result<Results> {
@@ -211,26 +230,49 @@ fn main() -> Result<()> {
         remove_bridge,
     )?;
     let chain = Topology::start(Hop::Nginx, Upstream::Server(server))?;
-    let mut with_bridge = run_web_clients(bridge.edge)?;
-    let mut reference = run_web_clients(native.edge)?;
-    with_bridge.extend(run_node_web_clients(bridge.edge)?);
-    reference.extend(run_node_web_clients(native.edge)?);
+    let module = topology::wasm_module();
+    // Each upstream behind an origin pair: the bridge as shipped, and the
+    // same Envoy with Envoy's gRPC-web filter alone.
+    let origins = |upstream| -> Result<[Topology; 2]> {
+        Ok([
+            Topology::start_origin_with("origin-browsers.yaml", upstream, &module, |_| Ok(()))?,
+            Topology::start_origin_with("origin-browsers.yaml", upstream, &module, remove_bridge)?,
+        ])
+    };
+    let mut with_bridge = run_web_clients(bridge.edge, true, None)?;
+    let mut reference = run_web_clients(native.edge, true, None)?;
     with_bridge.extend(run_native_clients(chain.edge)?);
     reference.extend(run_native_clients(server)?);
-    // The same gRPC-web clients, with grpcio as the server behind the origin.
+    // The gRPC-web clients again, with grpcio as the server behind the origin.
     let grpcio = grpcio_server()?;
-    let module = topology::wasm_module();
-    let edit = |_: &mut Value| Ok(());
-    let bridge_to_grpcio =
-        Topology::start_origin_with("origin-browsers.yaml", grpcio.address, &module, edit)?;
-    let native_to_grpcio = Topology::start_origin_with(
-        "origin-browsers.yaml",
-        grpcio.address,
-        &module,
-        remove_bridge,
-    )?;
-    with_bridge.extend(run_clients_to_grpcio(bridge_to_grpcio.edge)?);
-    reference.extend(run_clients_to_grpcio(native_to_grpcio.edge)?);
+    let [bridge_to_grpcio, native_to_grpcio] = origins(grpcio.address)?;
+    let suffix = " → grpcio server";
+    with_bridge.extend(renamed(
+        run_web_clients(bridge_to_grpcio.edge, false, None)?,
+        suffix,
+        None,
+    ));
+    reference.extend(renamed(
+        run_web_clients(native_to_grpcio.edge, false, None)?,
+        suffix,
+        None,
+    ));
+    // The deadline case against a server that ignores deadlines and stays
+    // silent: only a proxy that enforces the deadline answers in time.
+    let silent = runtime.block_on(h2_server(silent_scripts()))?;
+    let [bridge_to_silent, native_to_silent] = origins(silent)?;
+    let deadline = Some("deadline_while_server_sleeps");
+    let silent_case = Some("deadline_while_server_is_silent");
+    with_bridge.extend(renamed(
+        run_web_clients(bridge_to_silent.edge, true, deadline)?,
+        "",
+        silent_case,
+    ));
+    reference.extend(renamed(
+        run_web_clients(native_to_silent.edge, true, deadline)?,
+        "",
+        silent_case,
+    ));
     let mut rows = Vec::new();
     let mut failures = Vec::new();
     for ((client, case), result) in &with_bridge {

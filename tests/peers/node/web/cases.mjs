@@ -239,11 +239,12 @@ export function clients(target, { connectTransport, improbableTransport } = {}) 
   return all;
 }
 
-/// Runs every case of every client in turn; one result object each.
-export async function runAll(target, options) {
+/// Runs every case (or only `options.only`) of every client in turn; one
+/// result object each.
+export async function runAll(target, options = {}) {
   const results = [];
   for (const [client, run] of Object.entries(clients(target, options))) {
-    for (const name of CASES) {
+    for (const name of CASES.filter((name) => !options.only || name === options.only)) {
       let out;
       let timer;
       const timeout = new Promise((_, reject) => {

@@ -4,8 +4,9 @@ import { createGrpcWebTransport } from "@connectrpc/connect-web";
 import improbable from "@improbable-eng/grpc-web";
 import { runAll } from "./cases.mjs";
 
-window.runClients = (target) =>
+window.runClients = (target, only) =>
   runAll(target, {
+    only,
     connectTransport: createGrpcWebTransport({ baseUrl: target }),
     improbableTransport: improbable.grpc.CrossBrowserHttpTransport({ withCredentials: false }),
   });
