@@ -6,7 +6,7 @@ SHELL := bash
 WASM := dist/grpc_web_bridge.wasm
 WASM_TEST_RUNNER := CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUNNER=wasm-bindgen-test-runner
 
-.PHONY: all setup setup-e2e build oci lint test test-native test-wasm test-fuzz test-e2e fuzz soak demo bench bench-codec matrix clean
+.PHONY: all setup setup-e2e build oci lint test test-native test-wasm test-fuzz test-e2e compose fuzz soak demo bench bench-codec matrix clean
 
 all: build
 
@@ -60,12 +60,19 @@ fuzz: setup
 test-e2e: oci setup-e2e
 	@echo "==> end-to-end tests (real Envoy, nginx, tonic/h2 and grpcio peers, docker-compose, registry)"
 	cargo test -p bridge-peers --release --test compose --test oci --test chain --test conformance --test load --test clients
+	@echo "==> the compose topology on a real Docker engine, images built locally (no pull)"
+	@scripts/compose.sh
 	@echo "==> capacity: 2000 streams held through the hop, a 20 s soak (docs/capacity.md)"
 	cargo test -p bridge-peers --release --test capacity
 	@echo "==> stress: interop cases and probes with both cores saturated (docs/stress.md)"
 	cargo test -p bridge-peers --release --test stress
 	@echo "==> the chain and conformance suites on the oldest Envoy line (make matrix: all of them)"
 	@MATRIX_LINES=1.36.4 scripts/envoy-matrix.sh
+
+## The compose topology in Docker: local images, up, healthy, verify.sh, down.
+compose: build setup-e2e
+	cargo build -q --release -p bridge-peers --bin interop-server --bin interop-client
+	@scripts/compose.sh
 
 ## A longer soak: SOAK_SECONDS (default 300) through the chain, RSS flat.
 soak: oci setup-e2e

@@ -89,13 +89,31 @@ fn nginx_facts(text: &str) -> Result<(u16, (String, u16))> {
     Ok((listen, (host.to_string(), upstream.parse()?)))
 }
 
+/// A compose value with each `${NAME:-default}` read as its default: the
+/// graph is the one users get without setting anything.
+fn with_defaults(value: &str) -> String {
+    let mut out = String::new();
+    let mut rest = value;
+    while let Some(start) = rest.find("${") {
+        out.push_str(&rest[..start]);
+        let Some(end) = rest[start..].find('}') else {
+            break;
+        };
+        let inner = &rest[start + 2..start + end];
+        out.push_str(inner.split_once(":-").map_or("", |(_, default)| default));
+        rest = &rest[start + end + 1..];
+    }
+    out.push_str(rest);
+    out
+}
+
 impl Graph {
     pub fn load() -> Result<Graph> {
         let text = std::fs::read_to_string(compose_file())?;
         let compose: Value = serde_yaml::from_str(&text)?;
         let mut services = Vec::new();
         for (name, spec) in compose["services"].as_object().context("no services")? {
-            let image = spec["image"].as_str().unwrap_or_default().to_string();
+            let image = with_defaults(spec["image"].as_str().unwrap_or_default());
             let command: Vec<&str> = spec["command"]
                 .as_array()
                 .map(|c| c.iter().filter_map(Value::as_str).collect())
@@ -105,7 +123,12 @@ impl Graph {
                 .map(|ports| {
                     ports
                         .iter()
-                        .filter_map(|p| p.as_str()?.split(':').next()?.parse().ok())
+                        .filter_map(|p| {
+                            // [address:]host-port:container-port
+                            let spec = with_defaults(p.as_str()?);
+                            let parts: Vec<&str> = spec.split(':').collect();
+                            parts.get(parts.len().checked_sub(2)?)?.parse().ok()
+                        })
                         .collect()
                 })
                 .unwrap_or_default();
