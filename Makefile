@@ -27,6 +27,7 @@ build: setup
 	@mkdir -p dist
 	@cp target/wasm32-wasip1/wasm/grpc_web_bridge.wasm $(WASM)
 	@echo "built $(WASM): $$(stat -c %s $(WASM)) bytes"
+	@scripts/dev-cert.sh
 
 ## OCI layout in dist/oci: tags `compat` (Istio, Envoy Gateway) and `artifact` (CNCF Wasm).
 oci: build

@@ -107,7 +107,7 @@ build() {
   "$DOCKER" build -q --build-arg BASE="$BASE_IMAGE" -f "envoy/images/$name.Dockerfile" -t "$tag" "$context" >/dev/null
   rm -rf "$context"
 }
-for binary in target/release/interop-server target/release/interop-client dist/grpc_web_bridge.wasm; do
+for binary in target/release/interop-server target/release/interop-client dist/grpc_web_bridge.wasm envoy/tls/tls.crt; do
   [ -f "$binary" ] || die "$binary is missing: make build, and cargo build --release -p bridge-peers"
 done
 say "building $ENVOY_IMAGE, $NGINX_IMAGE, $PEERS_IMAGE on $BASE_IMAGE"
@@ -136,9 +136,10 @@ for service in server origin hop edge; do
 done
 echo "compose: server, origin, hop and edge healthy"
 envoy/verify.sh
-# The edge is also published on the host's loopback: the cases again from here.
-"$ROOT/target/release/interop-client" "http://127.0.0.1:$EDGE_PORT" >/dev/null
-echo "compose: all interop cases passed from the host through 127.0.0.1:$EDGE_PORT"
+# The edge is also published on the host's loopback: the cases again from
+# here, over TLS (ALPN h2) with the development certificate.
+INTEROP_CA_FILE="$ROOT/envoy/tls/ca.crt" "$ROOT/target/release/interop-client" "https://127.0.0.1:$EDGE_PORT" >/dev/null
+echo "compose: all interop cases passed from the host over TLS through 127.0.0.1:$EDGE_PORT"
 
 started=$(date +%s%N)
 compose down --remove-orphans --volumes >/dev/null 2>&1

@@ -340,7 +340,15 @@ CASES = [
 def run_client(target, rounds):
     options = [("grpc.max_receive_message_length", 8 << 20)]
     failed = passed = 0
-    with grpc.insecure_channel(target, options=options) as channel:
+    # INTEROP_CA_FILE (a PEM CA): TLS, with ALPN h2, checked against that CA.
+    ca_file = os.environ.get("INTEROP_CA_FILE")
+    if ca_file:
+        with open(ca_file, "rb") as pem:
+            credentials = grpc.ssl_channel_credentials(root_certificates=pem.read())
+        channel = grpc.secure_channel(target, credentials, options=options)
+    else:
+        channel = grpc.insecure_channel(target, options=options)
+    with channel:
         stub = test_pb2_grpc.TestServiceStub(channel)
         for _ in range(rounds):
             for case in CASES:

@@ -117,7 +117,20 @@ pub fn grpcio_server() -> Result<Peer> {
 /// Runs the grpcio interop client against `target` (`host:port`), `rounds`
 /// times over; fails with its output if any case failed.
 pub async fn grpcio_client(target: SocketAddr, rounds: u32) -> Result<String> {
-    let output = tokio::process::Command::from(python_interop())
+    grpcio_client_with(target, rounds, None).await
+}
+
+/// [`grpcio_client`], over TLS checked against `ca` (a PEM file) when given.
+pub async fn grpcio_client_with(
+    target: SocketAddr,
+    rounds: u32,
+    ca: Option<&std::path::Path>,
+) -> Result<String> {
+    let mut command = tokio::process::Command::from(python_interop());
+    if let Some(ca) = ca {
+        command.env("INTEROP_CA_FILE", ca);
+    }
+    let output = command
         .arg("client")
         .arg(target.to_string())
         .arg(rounds.to_string())

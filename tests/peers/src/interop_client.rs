@@ -112,10 +112,35 @@ pub const AWAITING_HEADERS: Case = Case {
 const REQUEST_SIZES: [usize; 4] = [27182, 8, 1828, 45904];
 const RESPONSE_SIZES: [i32; 4] = [31415, 9, 2653, 58979];
 
+/// The CA an `https://` target's certificate must chain to: set by
+/// [`trust`], or read from the PEM file named by `INTEROP_CA_FILE`.
+static TRUSTED_CA: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
+
+/// Trusts `pem` for every `https://` target of this process.
+pub fn trust(pem: Vec<u8>) {
+    let _ = TRUSTED_CA.set(pem);
+}
+
+/// A channel to `target`: `http://` is cleartext HTTP/2 (prior knowledge),
+/// `https://` is TLS with ALPN h2.
 pub async fn channel(target: &str) -> Result<Channel> {
-    let endpoint = Endpoint::from_shared(target.to_string())?
+    let mut endpoint = Endpoint::from_shared(target.to_string())?
         .connect_timeout(Duration::from_secs(5))
         .timeout(Duration::from_secs(30));
+    if target.starts_with("https://") {
+        let pem = match TRUSTED_CA.get() {
+            Some(pem) => pem.clone(),
+            None => {
+                let path = std::env::var("INTEROP_CA_FILE")
+                    .context("an https:// target needs INTEROP_CA_FILE (a PEM CA)")?;
+                std::fs::read(&path).with_context(|| format!("reading {path}"))?
+            }
+        };
+        endpoint = endpoint.tls_config(
+            tonic::transport::ClientTlsConfig::new()
+                .ca_certificate(tonic::transport::Certificate::from_pem(pem)),
+        )?;
+    }
     endpoint
         .connect()
         .await

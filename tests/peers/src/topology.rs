@@ -109,20 +109,30 @@ pub fn local_envoy_config(path: &Path, ports: &HashMap<u16, u16>, module: &Path)
         std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     let mut config: Value = serde_yaml::from_str(&text)?;
     localize(&mut config, ports)?;
+    let certificates = repo_root().join("envoy/tls");
+    if text.contains("/etc/envoy/tls/") && !certificates.join("tls.crt").exists() {
+        bail!("envoy/tls/tls.crt is missing: run `make build` (scripts/dev-cert.sh)");
+    }
     let text = serde_json::to_string(&config)?
-        .replace("/etc/envoy/grpc_web_bridge.wasm", &module.to_string_lossy());
+        .replace("/etc/envoy/grpc_web_bridge.wasm", &module.to_string_lossy())
+        .replace("/etc/envoy/tls/", &format!("{}/", certificates.display()));
     Ok(serde_json::from_str(&text)?)
 }
 
-/// Removes the bridge filter from an Envoy config.
+/// Removes the bridge filter from an Envoy config, in every filter chain
+/// (the edge has one for TLS and one for plaintext).
 pub fn remove_bridge(config: &mut Value) -> Result<()> {
-    let filters = config
-        .pointer_mut(
-            "/static_resources/listeners/0/filter_chains/0/filters/0/typed_config/http_filters",
-        )
+    let chains = config
+        .pointer_mut("/static_resources/listeners/0/filter_chains")
         .and_then(Value::as_array_mut)
-        .context("no http_filters")?;
-    filters.retain(|filter| filter["name"] != "envoy.filters.http.wasm");
+        .context("no filter chains")?;
+    for chain in chains {
+        let filters = chain
+            .pointer_mut("/filters/0/typed_config/http_filters")
+            .and_then(Value::as_array_mut)
+            .context("no http_filters")?;
+        filters.retain(|filter| filter["name"] != "envoy.filters.http.wasm");
+    }
     Ok(())
 }
 

@@ -7,7 +7,9 @@ use std::process::Command;
 use std::sync::Arc;
 
 use anyhow::{Result, bail};
-use bridge_peers::harness::{grpcio_client, grpcio_server, interop_server, runtime, trial};
+use bridge_peers::harness::{
+    grpcio_client, grpcio_client_with, grpcio_server, interop_server, runtime, trial,
+};
 use bridge_peers::interop_client::{
     AWAITING_HEADERS, CASES, NEEDS_REQUEST_COMPRESSION_FLAGS, PROBES,
 };
@@ -20,9 +22,11 @@ fn validate(name: &'static str) -> Trial {
         let text = std::fs::read_to_string(&config)?;
         let local = std::env::temp_dir().join(format!("validate-{}-{name}", std::process::id()));
         let wasm = topology::wasm_module();
+        let certificates = topology::repo_root().join("envoy/tls/");
         std::fs::write(
             &local,
-            text.replace("/etc/envoy/grpc_web_bridge.wasm", &wasm.to_string_lossy()),
+            text.replace("/etc/envoy/grpc_web_bridge.wasm", &wasm.to_string_lossy())
+                .replace("/etc/envoy/tls/", &certificates.to_string_lossy()),
         )?;
         let output = Command::new(topology::repo_root().join(".tools/bin/envoy"))
             .args(["--mode", "validate", "-c"])
@@ -87,6 +91,87 @@ fn bad_config_fails_the_plugin() -> Trial {
     })
 }
 
+/// The edge's TLS (same port, ALPN h2 and http/1.1, the development
+/// certificate of scripts/dev-cert.sh): every interop case from tonic and
+/// from grpcio over TLS through the whole chain, and a client limited to
+/// HTTP/1.1 getting the status as chunked trailers, over TLS and in clear.
+fn tls_trials(
+    trials: &mut Vec<Trial>,
+    runtime: &Arc<tokio::runtime::Runtime>,
+    topology: &Arc<Topology>,
+) -> Result<()> {
+    let ca = topology::repo_root().join("envoy/tls/ca.crt");
+    bridge_peers::interop_client::trust(std::fs::read(&ca)?);
+    for case in CASES.iter().chain(PROBES) {
+        let run = case.run;
+        trials.push(trial(
+            format!("tls::nginx::{}", case.name),
+            runtime,
+            topology,
+            move |topology| run(format!("https://{}", topology.edge)),
+        ));
+    }
+    let grpcio_ca = ca.clone();
+    trials.push(trial(
+        "grpcio_client::tls::every_case_to_tonic".into(),
+        runtime,
+        topology,
+        move |topology| async move {
+            grpcio_client_with(topology.edge, 1, Some(&grpcio_ca))
+                .await
+                .map(drop)
+        },
+    ));
+    for scheme in ["https", "http"] {
+        let ca = ca.clone();
+        trials.push(trial(
+            format!("tls::http1_only_client_gets_its_status_as_trailers_over_{scheme}"),
+            runtime,
+            topology,
+            move |topology| async move { http1_only_call(scheme, topology.edge, &ca).await },
+        ));
+    }
+    Ok(())
+}
+
+/// A unary call from curl limited to HTTP/1.1: it must negotiate HTTP/1.1,
+/// end by itself, and see grpc-status 0 in the chunked trailers.
+async fn http1_only_call(
+    scheme: &str,
+    edge: std::net::SocketAddr,
+    ca: &std::path::Path,
+) -> Result<()> {
+    let url = format!("{scheme}://{edge}/grpc.testing.TestService/EmptyCall");
+    // An empty message: flag 0, length 0.
+    let body = std::env::temp_dir().join(format!("empty-call-{}-{scheme}", std::process::id()));
+    std::fs::write(&body, [0u8; 5])?;
+    let output = tokio::process::Command::new("curl")
+        .args(["-sS", "--http1.1", "--raw", "--max-time", "10", "--cacert"])
+        .arg(ca)
+        .args(["-H", "content-type: application/grpc", "-H", "te: trailers"])
+        .arg("--data-binary")
+        .arg(format!("@{}", body.display()))
+        .args(["-w", "\nhttp_version=%{http_version}"])
+        .arg(&url)
+        .kill_on_drop(true)
+        .output()
+        .await;
+    let _ = std::fs::remove_file(&body);
+    let output = output?;
+    let text = String::from_utf8_lossy(&output.stdout);
+    if !output.status.success()
+        || !text.contains("http_version=1.1")
+        || !text.to_ascii_lowercase().contains("grpc-status: 0")
+    {
+        bail!(
+            "curl --http1.1 {url}: {}\n{text}\n{}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    Ok(())
+}
+
 fn envoy_configs() -> Result<Vec<&'static str>> {
     let mut names = Vec::new();
     for entry in std::fs::read_dir(topology::repo_root().join("envoy"))? {
@@ -137,6 +222,7 @@ fn main() -> Result<()> {
                 &topology,
                 |topology| async move { grpcio_client(topology.edge, 1).await.map(drop) },
             ));
+            tls_trials(&mut trials, &runtime, &topology)?;
         }
     }
 
