@@ -178,6 +178,12 @@ fn plugin_configs(document: &serde_json::Value) -> Vec<String> {
                             found.push(text.to_string());
                         }
                     }
+                    // Kuma's MeshProxyPatch carries xDS resources as YAML text.
+                    ("value", serde_json::Value::String(text)) => {
+                        if let Ok(inner) = serde_yaml::from_str::<serde_json::Value>(text) {
+                            found.extend(plugin_configs(&inner));
+                        }
+                    }
                     _ => found.extend(plugin_configs(value)),
                 }
             }
@@ -235,13 +241,110 @@ fn deployment_manifests_carry_valid_plugin_configs_for_both_sides() -> Result<()
         }
     }
     use grpc_web_bridge::config::Side;
+    // Istio, Envoy Gateway and Kuma: one edge and one origin each.
     ensure!(
-        sides.iter().filter(|s| **s == Side::Edge).count() == 2,
+        sides.iter().filter(|s| **s == Side::Edge).count() == 3,
         "{sides:?}"
     );
     ensure!(
-        sides.iter().filter(|s| **s == Side::Origin).count() == 2,
+        sides.iter().filter(|s| **s == Side::Origin).count() == 3,
         "{sides:?}"
     );
+    Ok(())
+}
+
+/// Kuma's MeshProxyPatch (kuma.io/v1alpha1): the fields and operations of
+/// its schema, and the Envoy resources it adds, put together as Kuma would
+/// (clusters added, filters before the router in order), pass
+/// `envoy --mode validate` with the module loaded from the build.
+#[test]
+fn kuma_patches_are_what_envoy_accepts() -> Result<()> {
+    let yaml = |value: &serde_json::Value| -> Result<serde_json::Value> {
+        Ok(serde_yaml::from_str(
+            value.as_str().context("value is not YAML text")?,
+        )?)
+    };
+    for name in [
+        "kuma-edge-meshproxypatch.yaml",
+        "kuma-origin-meshproxypatch.yaml",
+    ] {
+        let text = std::fs::read_to_string(repo_root().join("envoy/deploy").join(name))?;
+        let patch: serde_json::Value = serde_yaml::from_str(&text)?;
+        ensure!(patch["apiVersion"] == "kuma.io/v1alpha1" && patch["kind"] == "MeshProxyPatch");
+        ensure!(
+            patch["metadata"]["labels"]["kuma.io/mesh"].is_string(),
+            "{name}: no mesh label"
+        );
+        let kind = patch["spec"]["targetRef"]["kind"].as_str().unwrap_or("");
+        ensure!(
+            ["Mesh", "MeshSubset", "MeshGateway", "MeshService"].contains(&kind),
+            "{name}: targetRef kind {kind:?}"
+        );
+        let (mut clusters, mut filters) = (Vec::new(), Vec::new());
+        for modification in patch["spec"]["default"]["appendModifications"]
+            .as_array()
+            .context("no appendModifications")?
+        {
+            if let Some(cluster) = modification.get("cluster") {
+                ensure!(cluster["operation"] == "Add", "{name}: {cluster}");
+                clusters.push(yaml(&cluster["value"])?);
+            } else if let Some(filter) = modification.get("httpFilter") {
+                ensure!(
+                    filter["operation"] == "AddBefore"
+                        && filter["match"]["name"] == "envoy.filters.http.router"
+                        && ["inbound", "gateway"]
+                            .contains(&filter["match"]["origin"].as_str().unwrap_or("")),
+                    "{name}: {filter}"
+                );
+                let mut filter = yaml(&filter["value"])?;
+                if let Some(code) = filter.pointer_mut("/typed_config/config/vm_config/code") {
+                    ensure!(
+                        code.pointer("/remote/http_uri/cluster").is_some(),
+                        "{name}: the module is not loaded from a cluster"
+                    );
+                    *code = serde_json::json!({"local": {"filename": repo_root().join("dist/grpc_web_bridge.wasm")}});
+                }
+                filters.push(filter);
+            } else {
+                anyhow::bail!("{name}: unexpected modification {modification}");
+            }
+        }
+        filters.push(serde_json::json!({
+            "name": "envoy.filters.http.router",
+            "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}
+        }));
+        let bootstrap = serde_json::json!({
+            "static_resources": {
+                "listeners": [{
+                    "name": "patched",
+                    "address": {"socket_address": {"address": "127.0.0.1", "port_value": 1}},
+                    "filter_chains": [{"filters": [{
+                        "name": "envoy.filters.network.http_connection_manager",
+                        "typed_config": {
+                            "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+                            "stat_prefix": "patched",
+                            "route_config": {"virtual_hosts": [{"name": "all", "domains": ["*"], "routes": [
+                                {"match": {"prefix": "/"}, "route": {"cluster": "grpc-web-bridge-modules"}}
+                            ]}]},
+                            "http_filters": filters,
+                        }
+                    }]}]
+                }],
+                "clusters": clusters,
+            }
+        });
+        let path = std::env::temp_dir().join(format!("kuma-{}-{name}.json", std::process::id()));
+        std::fs::write(&path, serde_json::to_string(&bootstrap)?)?;
+        let output = Command::new(repo_root().join(".tools/bin/envoy"))
+            .args(["--mode", "validate", "-c"])
+            .arg(&path)
+            .output()?;
+        let _ = std::fs::remove_file(&path);
+        ensure!(
+            output.status.success(),
+            "{name}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
     Ok(())
 }
