@@ -222,8 +222,8 @@ pub async fn serve(listener: TcpListener) -> Result<(), tonic::transport::Error>
     let service = TestServiceServer::new(Interop)
         .accept_compressed(CompressionEncoding::Gzip)
         .send_compressed(CompressionEncoding::Gzip)
-        .max_decoding_message_size(8 << 20)
-        .max_encoding_message_size(8 << 20);
+        .max_decoding_message_size(16 << 20)
+        .max_encoding_message_size(16 << 20);
     tonic::transport::Server::builder()
         .layer(tower::layer::layer_fn(|inner| InteropLayer { inner }))
         .add_service(service)

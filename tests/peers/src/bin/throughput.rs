@@ -74,11 +74,32 @@ fn stream_request() -> Bytes {
 }
 
 /// Reply sizes of the text-mode rows.
-const TEXT_SIZES: [(usize, &str); 3] = [
+const TEXT_SIZES: [(usize, &str); 4] = [
     (64 << 10, "64 KiB"),
     (512 << 10, "512 KiB"),
     (2 << 20, "2 MiB"),
+    (8 << 20, "8 MiB"),
 ];
+
+/// Raises the module's frame limit (4 MiB by default) above the largest
+/// text-mode reply.
+fn allow_8_mib_frames(config: &mut Value) -> Result<()> {
+    let filters = config
+        .pointer_mut(
+            "/static_resources/listeners/0/filter_chains/0/filters/0/typed_config/http_filters",
+        )
+        .and_then(Value::as_array_mut)
+        .context("no http_filters")?;
+    let wasm = filters
+        .iter_mut()
+        .find(|f| f["name"] == "envoy.filters.http.wasm")
+        .context("no Wasm filter")?;
+    let value = &mut wasm["typed_config"]["config"]["configuration"]["value"];
+    let mut plugin: Value = serde_json::from_str(value.as_str().context("no plugin config")?)?;
+    plugin["max_frame_bytes"] = Value::from(16u32 << 20);
+    *value = Value::from(plugin.to_string());
+    Ok(())
+}
 
 /// A unary request asking for a `size`-byte reply.
 fn text_request(size: usize) -> Vec<u8> {
@@ -414,6 +435,23 @@ fn main() -> Result<()> {
         runs: Vec::new(),
     })
     .collect::<Vec<_>>();
+    // The same topologies carrying 1 MiB unary calls (1 MiB each way).
+    let mut large: Vec<Variant> = chain
+        .iter()
+        .map(|variant| Variant {
+            name: variant.name,
+            target: variant.target,
+            topology: variant.topology.clone(),
+            call: Arc::new(Call {
+                path: UNARY,
+                headers: Vec::new(),
+                body: unary_body(1 << 20),
+                web: false,
+                text: false,
+            }),
+            runs: Vec::new(),
+        })
+        .collect();
     // The same topologies carrying a server stream of 64 × 64 KiB.
     let mut streams: Vec<Variant> = chain
         .iter()
@@ -482,7 +520,7 @@ fn main() -> Result<()> {
                 "Envoy's gRPC-web filter alone",
                 native_filter_only as fn(&mut Value) -> Result<()>,
             ),
-            ("bridge origin", |_: &mut Value| Ok(())),
+            ("bridge origin", allow_8_mib_frames),
         ] {
             let topology = Topology::start_origin_with("origin.yaml", server, &bridge, edit)?;
             texts.push((
@@ -498,11 +536,12 @@ fn main() -> Result<()> {
             ));
         }
     }
-    // THROUGHPUT_ONLY=origin, =chain or =text measures one table.
+    // THROUGHPUT_ONLY=chain, =large, =stream, =origin or =text measures one table.
     let only = std::env::var("THROUGHPUT_ONLY").unwrap_or_default();
     for round in 0..ROUNDS {
-        let tables: [(&str, Vec<&mut Variant>); 4] = [
+        let tables: [(&str, Vec<&mut Variant>); 5] = [
             ("chain", chain.iter_mut().collect()),
+            ("large", large.iter_mut().collect()),
             ("stream", streams.iter_mut().collect()),
             ("origin", origins.iter_mut().collect()),
             ("text", texts.iter_mut().map(|(_, _, v)| v).collect()),
@@ -527,6 +566,13 @@ fn main() -> Result<()> {
     );
     if !chain[0].runs.is_empty() {
         table("Native gRPC through two Envoys (edge, origin)", &chain, 0);
+    }
+    if !large[0].runs.is_empty() {
+        table(
+            "1 MiB unary calls (1 MiB each way) through two Envoys",
+            &large,
+            0,
+        );
     }
     if !streams[0].runs.is_empty() {
         table(
