@@ -1,6 +1,8 @@
 //! A fake Envoy for the state-machine tests. It keeps the behaviour
 //! measured in real Envoy that the machines depend on:
 //! - body bytes can only be replaced as a prefix or appended to;
+//! - a body callback that returns `Pause` holds the buffer: the next one
+//!   sees it with the new bytes after it, and so does the trailers callback;
 //! - trailers added in the last body callback become the response trailers;
 //! - a local reply once response headers have left is a reset;
 //! - a timer fires once, at or after its time, unless cancelled or re-armed.
@@ -32,6 +34,8 @@ pub struct FakeHost {
     pub timer: Option<u64>,
     /// Envoy attributes by path.
     pub properties: std::collections::HashMap<&'static str, Vec<u8>>,
+    /// How many body bytes the module copied out of Envoy's buffers.
+    pub body_bytes_read: std::cell::Cell<usize>,
 }
 
 impl FakeHost {
@@ -87,8 +91,14 @@ impl FakeHost {
         self.response_buffer.extend_from_slice(chunk);
         let size = self.response_buffer.len();
         let action = bridge.on_response_body(self, size, eos);
-        assert_eq!(action, Action::Continue, "response bodies are never held");
-        self.downstream_body.append(&mut self.response_buffer);
+        // Pause holds the buffer: the next callback sees it, new bytes after.
+        if action == Action::Continue {
+            self.downstream_body.append(&mut self.response_buffer);
+        }
+        assert!(
+            action == Action::Continue || !eos,
+            "the end of the stream is held"
+        );
         if eos && !self.response_trailers.0.is_empty() {
             self.downstream_trailers = Some(self.response_trailers.clone());
         }
@@ -101,8 +111,10 @@ impl FakeHost {
         fields: &[(&str, &str)],
     ) -> Action {
         self.response_trailers = metadata(fields);
+        // A held body is the filter's to change in the trailers callback.
         let action = bridge.on_response_trailers(self);
         assert_eq!(action, Action::Continue, "trailers are never held");
+        self.downstream_body.append(&mut self.response_buffer);
         self.downstream_trailers = Some(self.response_trailers.clone());
         action
     }
@@ -188,6 +200,7 @@ impl Host for FakeHost {
             Body::Request => &self.request_buffer,
             Body::Response => &self.response_buffer,
         };
+        self.body_bytes_read.set(self.body_bytes_read.get() + len);
         Bytes::copy_from_slice(&buffer[start..start + len])
     }
 

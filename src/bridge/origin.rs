@@ -25,6 +25,8 @@
 
 use std::rc::Rc;
 
+use bytes::Bytes;
+
 use super::{
     Action, Body, Deadline, FrameReader, Host, Map, StreamBridge, check_marker, content_type,
     error_fields, finish_trailers, finish_trailers_only, reply_error, report,
@@ -51,13 +53,20 @@ enum Response {
     Done,
 }
 
-/// A guarded response body.
+/// A guarded response body. Only whole frames leave, so that a message the
+/// upstream never finishes never reaches the client and the trailer frame
+/// Envoy's gRPC-web filter writes cannot land inside one.
 struct Upstream {
     scanner: FrameScanner,
-    /// The front of a message frame that has not fully arrived. It is held
-    /// back, so that a message the upstream never finishes never reaches the
-    /// client, and the trailer frame Envoy writes cannot land inside it.
-    partial: Vec<u8>,
+    /// Bytes at the front of Envoy's response buffer that are the front of
+    /// a message still arriving: held there (the body callback returned
+    /// `Pause`), never copied into the module, and released with the
+    /// callback that completes the message.
+    held: usize,
+    /// The front of a message that arrived behind whole frames. Envoy can
+    /// only replace a buffer's prefix, so it is cut out, carried here, and
+    /// put back in front of the next chunk.
+    carried: Vec<u8>,
     /// A framing error, or a reply that was not gRPC: the rest of the body
     /// is dropped and the call ends with this status.
     failure: Option<Error>,
@@ -204,7 +213,8 @@ impl StreamBridge for Origin {
         }
         self.response = Response::Streaming(Upstream {
             scanner: FrameScanner::new(self.config.max_frame_bytes),
-            partial: Vec::new(),
+            held: 0,
+            carried: Vec::new(),
             failure,
         });
         Action::Continue
@@ -219,16 +229,18 @@ impl StreamBridge for Origin {
         let Response::Streaming(upstream) = &mut self.response else {
             return Action::Continue;
         };
-        upstream.forward_whole_frames(host, size);
-        if end_of_stream {
-            // The upstream ended without trailers: Envoy creates the trailer
-            // map when a filter adds to it in the last body callback.
-            let ending = upstream.ending(ErrorKind::MissingTrailers);
-            report(host, &ending);
-            let fields = self.settle(host, error_fields(&ending));
-            for (name, value) in fields.iter() {
-                host.add_header(Map::ResponseTrailers, name, value);
-            }
+        let action = upstream.forward_whole_frames(host, size);
+        if !end_of_stream {
+            return action;
+        }
+        // The upstream ended without trailers: Envoy creates the trailer map
+        // when a filter adds to it in the last body callback.
+        let ending = upstream.ending(ErrorKind::MissingTrailers);
+        upstream.drop_unfinished(host);
+        report(host, &ending);
+        let fields = self.settle(host, error_fields(&ending));
+        for (name, value) in fields.iter() {
+            host.add_header(Map::ResponseTrailers, name, value);
         }
         Action::Continue
     }
@@ -239,6 +251,7 @@ impl StreamBridge for Origin {
         };
         let (fields, changed) = match upstream.unfinished() {
             Some(error) => {
+                upstream.drop_unfinished(host);
                 report(host, &error);
                 (error_fields(&error), true)
             }
@@ -266,57 +279,93 @@ impl StreamBridge for Origin {
 }
 
 impl Upstream {
-    /// Leaves only whole frames in this chunk's buffer and keeps the front
-    /// of an unfinished one for the next chunk. A chunk of whole frames
-    /// (the usual case) is not rewritten.
-    fn forward_whole_frames(&mut self, host: &mut dyn Host, size: usize) {
-        if size == 0 {
-            return;
-        }
+    /// Lets the whole frames in Envoy's buffer go and keeps the front of an
+    /// unfinished one back. `size` is the buffer's length, held bytes
+    /// included. Message payload that only passes through is skipped, not
+    /// read: a large message that arrives in many chunks is held in Envoy
+    /// and released as it is, with nothing copied into the module but its
+    /// prefix, unless a chunk ends inside the next frame.
+    fn forward_whole_frames(&mut self, host: &mut dyn Host, mut size: usize) -> Action {
         if self.failure.is_some() {
-            host.replace_body(Body::Response, size, &[]);
-            return;
+            self.drop_buffer(host, size);
+            return Action::Continue;
         }
-        let chunk = host.body(Body::Response, 0, size);
-        let mut pieces = Vec::new();
-        let scanned = self
-            .scanner
-            .push(chunk.clone(), &mut pieces)
-            .and_then(
-                |()| match pieces.iter().any(|p| matches!(p, Piece::Trailers { .. })) {
-                    true => Err(ErrorKind::UnexpectedTrailerFrame),
-                    false => Ok(()),
-                },
-            );
-        if let Err(kind) = scanned {
-            // The bad chunk is dropped; the error becomes the status.
-            self.failure = Some(kind.from(Peer::Upstream));
-            self.partial.clear();
-            host.replace_body(Body::Response, size, &[]);
-            return;
+        if !self.carried.is_empty() {
+            let carried = std::mem::take(&mut self.carried);
+            host.replace_body(Body::Response, 0, &carried);
+            size += carried.len();
+            self.held = carried.len();
         }
-        let mut whole = 0;
-        let mut seen = 0;
-        for piece in &pieces {
-            match piece {
-                Piece::Message(bytes) => seen += bytes.len(),
-                Piece::MessageEnd => whole = seen,
-                Piece::Trailers { .. } => {}
+        if size == self.held {
+            return match self.held {
+                0 => Action::Continue,
+                _ => Action::Pause,
+            };
+        }
+        let read_from = self.held + self.scanner.skip_payload(size - self.held);
+        // Where the last frame in the buffer ends (0: none ends in it).
+        let mut whole = match self.scanner.at_frame_boundary() {
+            true => read_from,
+            false => 0,
+        };
+        let mut unread = Bytes::new();
+        if read_from < size {
+            unread = host.body(Body::Response, read_from, size - read_from);
+            let mut pieces = Vec::new();
+            let scanned =
+                self.scanner
+                    .push(unread.clone(), &mut pieces)
+                    .and_then(|()| {
+                        match pieces.iter().any(|p| matches!(p, Piece::Trailers { .. })) {
+                            true => Err(ErrorKind::UnexpectedTrailerFrame),
+                            false => Ok(()),
+                        }
+                    });
+            if let Err(kind) = scanned {
+                // The bad chunk is dropped; the error becomes the status.
+                self.failure = Some(kind.from(Peer::Upstream));
+                self.drop_buffer(host, size);
+                return Action::Continue;
+            }
+            let mut seen = 0;
+            for piece in &pieces {
+                match piece {
+                    Piece::Message(bytes) => seen += bytes.len(),
+                    Piece::MessageEnd => whole = read_from + seen,
+                    Piece::Trailers { .. } => {}
+                }
             }
         }
+        if whole == size {
+            self.held = 0;
+            return Action::Continue;
+        }
         if whole == 0 {
-            // No frame ended in this chunk: all of it is the front of one.
-            self.partial.extend_from_slice(&chunk);
+            self.held = size;
+            return Action::Pause;
+        }
+        // Whole frames, then the front of the next: the frames go, the
+        // front is carried (it lies in what was just read).
+        self.carried = unread[whole - read_from..].to_vec();
+        let front = host.body(Body::Response, 0, whole);
+        host.replace_body(Body::Response, size, &front);
+        self.held = 0;
+        Action::Continue
+    }
+
+    /// Drops the front of an unfinished message, held or carried: the call
+    /// ends with an error instead.
+    fn drop_unfinished(&mut self, host: &mut dyn Host) {
+        let held = self.held;
+        self.drop_buffer(host, held);
+    }
+
+    fn drop_buffer(&mut self, host: &mut dyn Host, size: usize) {
+        if size > 0 {
             host.replace_body(Body::Response, size, &[]);
-            return;
         }
-        if self.partial.is_empty() && whole == size {
-            return;
-        }
-        let mut out = std::mem::take(&mut self.partial);
-        out.extend_from_slice(&chunk[..whole]);
-        self.partial = chunk[whole..].to_vec();
-        host.replace_body(Body::Response, size, &out);
+        self.held = 0;
+        self.carried.clear();
     }
 
     /// Why the body cannot end here, if it cannot: a framing error, or a

@@ -773,6 +773,63 @@ mod origin {
     }
 
     #[test]
+    fn a_large_message_is_held_in_envoy_and_read_only_at_its_prefix() {
+        let (mut origin, mut host) = streaming();
+        // The largest frame the test config allows, in quarters.
+        let large = message(&[5; 1000]);
+        let chunks: Vec<&[u8]> = large.chunks(250).collect();
+        for (i, chunk) in chunks.iter().enumerate() {
+            let action = host.send_response_body(&mut origin, chunk, false);
+            let last = i + 1 == chunks.len();
+            assert_eq!(
+                action,
+                if last {
+                    Action::Continue
+                } else {
+                    Action::Pause
+                }
+            );
+            assert_eq!(
+                host.downstream_body.len(),
+                if last { large.len() } else { 0 }
+            );
+        }
+        assert_eq!(host.downstream_body, large);
+        // The first chunk is read for the prefix; the payload never is.
+        assert!(
+            host.body_bytes_read.get() <= 250,
+            "{}",
+            host.body_bytes_read.get()
+        );
+        let before = host.body_bytes_read.get();
+        let next = message(&[6; 1000]);
+        for chunk in next.chunks(250) {
+            host.send_response_body(&mut origin, chunk, false);
+        }
+        assert_eq!(host.downstream_body.len(), 2 * large.len());
+        assert!(host.body_bytes_read.get() - before <= 250);
+    }
+
+    #[test]
+    fn a_held_message_the_upstream_never_finishes_never_leaves() {
+        for end_with_trailers in [true, false] {
+            let (mut origin, mut host) = streaming();
+            let unfinished = message(&[7; 1000]);
+            host.send_response_body(&mut origin, &message(b"whole"), false);
+            let held = host.send_response_body(&mut origin, &unfinished[..300], false);
+            assert_eq!(held, Action::Pause);
+            if end_with_trailers {
+                host.send_response_trailers(&mut origin, &[("grpc-status", "0")]);
+            } else {
+                host.send_response_body(&mut origin, &unfinished[300..600], true);
+            }
+            assert_eq!(host.downstream_body, message(b"whole"));
+            let (code, _) = status_of(&host.downstream_trailers.clone().unwrap());
+            assert_eq!(code, "13", "trailers: {end_with_trailers}");
+        }
+    }
+
+    #[test]
     fn truncated_message_never_leaves_and_ends_internal() {
         let (mut origin, mut host) = streaming();
         let mut body = message(b"whole");

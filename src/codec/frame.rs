@@ -264,6 +264,31 @@ impl FrameScanner {
         Ok(())
     }
 
+    /// Advances over up to `len` bytes of the current message's payload
+    /// without looking at them, and returns how many: 0 unless inside a
+    /// message payload. The bytes of a large message that only pass through
+    /// need not be read at all; finishing the payload ends the message.
+    pub fn skip_payload(&mut self, len: usize) -> usize {
+        let Scan::Message { remaining } = self.scan else {
+            return 0;
+        };
+        let take = (remaining as usize).min(len);
+        let left = remaining - take as u32;
+        self.scan = match left {
+            0 => Scan::Prefix {
+                bytes: [0; HEADER_LEN],
+                have: 0,
+            },
+            _ => Scan::Message { remaining: left },
+        };
+        take
+    }
+
+    /// Whether the bytes so far end exactly where a frame ended.
+    pub fn at_frame_boundary(&self) -> bool {
+        matches!(self.scan, Scan::Prefix { have: 0, .. } | Scan::Ended)
+    }
+
     /// Called at end of stream: a partly received frame is an error.
     pub fn finish(&self) -> Result<(), ErrorKind> {
         let missing = match &self.scan {
@@ -325,6 +350,36 @@ mod tests {
     struct Scanned {
         messages: Vec<Vec<u8>>,
         trailers: Vec<(bool, Vec<u8>)>,
+    }
+
+    #[test]
+    fn skipping_a_payload_ends_the_message_where_reading_would() {
+        let mut scanner = FrameScanner::new(LIMIT);
+        let mut pieces = Vec::new();
+        // The prefix of a 10-byte message, then its payload skipped in parts.
+        assert_eq!(
+            scanner.push(Bytes::from_static(&[0, 0, 0, 0, 10, b'x']), &mut pieces),
+            Ok(())
+        );
+        assert!(!scanner.at_frame_boundary());
+        assert_eq!(scanner.skip_payload(4), 4);
+        assert!(!scanner.at_frame_boundary());
+        // Only what is left of the payload is skipped.
+        assert_eq!(scanner.skip_payload(100), 5);
+        assert!(scanner.at_frame_boundary());
+        assert_eq!(scanner.finish(), Ok(()));
+        // Between frames there is no payload to skip: prefixes must be read.
+        assert_eq!(scanner.skip_payload(100), 0);
+        pieces.clear();
+        assert_eq!(
+            scanner.push(Bytes::from_static(&[0, 0, 0]), &mut pieces),
+            Ok(())
+        );
+        assert_eq!(scanner.skip_payload(100), 0);
+        assert_eq!(
+            scanner.finish(),
+            Err(ErrorKind::TruncatedFrame { missing: 2 })
+        );
     }
 
     fn scan(chunks: &[&[u8]]) -> Result<Scanned, ErrorKind> {
