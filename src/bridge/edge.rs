@@ -295,9 +295,18 @@ impl StreamBridge for Edge {
     ) -> Action {
         match &mut self.response {
             Response::Web(body) => {
-                match body.forward(host.body(Body::Response, 0, size), end_of_stream) {
+                // Message payload that only passes through is not read.
+                let skipped = body.reader.skip_payload(size);
+                let unread = host.body(Body::Response, skipped, size - skipped);
+                match body.forward(unread, end_of_stream) {
                     Ok(None) => {}
-                    Ok(Some(rewritten)) => host.replace_body(Body::Response, size, &rewritten),
+                    Ok(Some(rewritten)) => {
+                        // The end of a message, then the trailer frame (once
+                        // a call): the skipped bytes go back in front.
+                        let mut out = host.body(Body::Response, 0, skipped).to_vec();
+                        out.extend_from_slice(&rewritten);
+                        host.replace_body(Body::Response, size, &out);
+                    }
                     Err(kind) => {
                         host.replace_body(Body::Response, size, &[]);
                         self.fail_response(host, kind);

@@ -354,6 +354,15 @@ impl FrameReader {
         }
     }
 
+    /// Advances over up to `len` bytes of a message payload without reading
+    /// them (binary only: text must be decoded); returns how many.
+    fn skip_payload(&mut self, len: usize) -> usize {
+        match self.text {
+            Some(_) => 0,
+            None => self.scanner.skip_payload(len),
+        }
+    }
+
     /// Reads one chunk; with `end_of_stream`, also checks that nothing is
     /// left half-read. An empty last chunk is how a trailers callback ends it.
     fn read(&mut self, chunk: Bytes, end_of_stream: bool) -> Result<Read, ErrorKind> {

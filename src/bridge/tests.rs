@@ -190,6 +190,32 @@ mod edge {
     }
 
     #[test]
+    fn response_payload_passes_without_being_read_and_the_trailer_frame_is_cut() {
+        let (mut edge, mut host) = converted();
+        host.send_response_headers(&mut edge, WEB_RESPONSE, false);
+        let large = message(&[5; 1000]);
+        let end = trailer_frame(b"grpc-status:0\r\n", false);
+        let body = [large.clone(), large.clone(), end].concat();
+        // 250-byte chunks: the last carries the end of a message and the
+        // trailer frame.
+        for chunk in body.chunks(250) {
+            host.send_response_body(&mut edge, chunk, false);
+        }
+        host.send_response_body(&mut edge, &[], true);
+        assert_eq!(host.downstream_body, [large.clone(), large].concat());
+        assert_eq!(
+            host.downstream_trailers,
+            Some(metadata(&[("grpc-status", "0")]))
+        );
+        // Read: the chunks holding a prefix, not the payload between.
+        assert!(
+            host.body_bytes_read.get() <= 4 * 250,
+            "{}",
+            host.body_bytes_read.get()
+        );
+    }
+
+    #[test]
     fn request_body_passes_unchanged() {
         let (mut edge, mut host) = converted();
         let body = [message(b"one"), message(b"two")].concat();
