@@ -84,17 +84,7 @@ const TEXT_SIZES: [(usize, &str); 4] = [
 /// Raises the module's frame limit (4 MiB by default) above the largest
 /// text-mode reply.
 fn allow_8_mib_frames(config: &mut Value) -> Result<()> {
-    let filters = config
-        .pointer_mut(
-            "/static_resources/listeners/0/filter_chains/0/filters/0/typed_config/http_filters",
-        )
-        .and_then(Value::as_array_mut)
-        .context("no http_filters")?;
-    let wasm = filters
-        .iter_mut()
-        .find(|f| f["name"] == "envoy.filters.http.wasm")
-        .context("no Wasm filter")?;
-    let value = &mut wasm["typed_config"]["config"]["configuration"]["value"];
+    let value = plugin_configuration(config)?;
     let mut plugin: Value = serde_json::from_str(value.as_str().context("no plugin config")?)?;
     plugin["max_frame_bytes"] = Value::from(16u32 << 20);
     *value = Value::from(plugin.to_string());
@@ -273,16 +263,29 @@ fn noop_module() -> PathBuf {
     topology::repo_root().join("target/wasm32-wasip1/wasm/noop_filter.wasm")
 }
 
-/// Removes Envoy's gRPC-web filter's matcher (it converts every gRPC-web
-/// request), as an origin serving browsers has it.
-fn ungate_grpc_web(config: &mut Value) -> Result<()> {
-    let filters = config
+/// The HTTP filters of an origin config (one listener, one filter chain).
+fn http_filters(config: &mut Value) -> Result<&mut Vec<Value>> {
+    config
         .pointer_mut(
             "/static_resources/listeners/0/filter_chains/0/filters/0/typed_config/http_filters",
         )
         .and_then(Value::as_array_mut)
-        .context("no http_filters")?;
-    for filter in filters.iter_mut() {
+        .context("no http_filters")
+}
+
+/// The Wasm filter's plugin configuration (a JSON string).
+fn plugin_configuration(config: &mut Value) -> Result<&mut Value> {
+    let wasm = http_filters(config)?
+        .iter_mut()
+        .find(|f| f["name"] == "envoy.filters.http.wasm")
+        .context("no Wasm filter")?;
+    Ok(&mut wasm["typed_config"]["config"]["configuration"]["value"])
+}
+
+/// Removes Envoy's gRPC-web filter's matcher (it converts every gRPC-web
+/// request), as an origin serving browsers has it.
+fn ungate_grpc_web(config: &mut Value) -> Result<()> {
+    for filter in http_filters(config)?.iter_mut() {
         if let Some(inner) = filter.pointer("/typed_config/extension_config").cloned() {
             *filter = inner;
         }
@@ -293,17 +296,7 @@ fn ungate_grpc_web(config: &mut Value) -> Result<()> {
 /// Sets the Wasm filter's plugin configuration (the no-op filter reads a
 /// number from it).
 fn set_plugin_configuration(config: &mut Value, text: &str) -> Result<()> {
-    let filters = config
-        .pointer_mut(
-            "/static_resources/listeners/0/filter_chains/0/filters/0/typed_config/http_filters",
-        )
-        .and_then(Value::as_array_mut)
-        .context("no http_filters")?;
-    let wasm = filters
-        .iter_mut()
-        .find(|f| f["name"] == "envoy.filters.http.wasm")
-        .context("no Wasm filter")?;
-    wasm["typed_config"]["config"]["configuration"]["value"] = text.into();
+    *plugin_configuration(config)? = text.into();
     Ok(())
 }
 
@@ -435,40 +428,32 @@ fn main() -> Result<()> {
         runs: Vec::new(),
     })
     .collect::<Vec<_>>();
-    // The same topologies carrying 1 MiB unary calls (1 MiB each way).
-    let mut large: Vec<Variant> = chain
-        .iter()
-        .map(|variant| Variant {
-            name: variant.name,
-            target: variant.target,
-            topology: variant.topology.clone(),
-            call: Arc::new(Call {
-                path: UNARY,
-                headers: Vec::new(),
-                body: unary_body(1 << 20),
-                web: false,
-                text: false,
-            }),
-            runs: Vec::new(),
-        })
-        .collect();
-    // The same topologies carrying a server stream of 64 × 64 KiB.
-    let mut streams: Vec<Variant> = chain
-        .iter()
-        .map(|variant| Variant {
-            name: variant.name,
-            target: variant.target,
-            topology: variant.topology.clone(),
-            call: Arc::new(Call {
-                path: "/grpc.testing.TestService/StreamingOutputCall",
-                headers: Vec::new(),
-                body: stream_request(),
-                web: false,
-                text: false,
-            }),
-            runs: Vec::new(),
-        })
-        .collect();
+    // The same topologies carrying other native calls.
+    let with_call = |path: &'static str, body: Bytes| -> Vec<Variant> {
+        let call = Arc::new(Call {
+            path,
+            headers: Vec::new(),
+            body,
+            web: false,
+            text: false,
+        });
+        chain
+            .iter()
+            .map(|variant| Variant {
+                name: variant.name,
+                target: variant.target,
+                topology: variant.topology.clone(),
+                call: call.clone(),
+                runs: Vec::new(),
+            })
+            .collect()
+    };
+    // 1 MiB unary calls (1 MiB each way), and a server stream of 64 × 64 KiB.
+    let mut large = with_call(UNARY, unary_body(1 << 20));
+    let mut streams = with_call(
+        "/grpc.testing.TestService/StreamingOutputCall",
+        stream_request(),
+    );
     let origin = |module: &std::path::Path, edit: fn(&mut Value) -> Result<()>| {
         Topology::start_origin_with("origin.yaml", server, module, edit)
     };
