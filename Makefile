@@ -71,7 +71,7 @@ test-e2e: oci setup-e2e
 	@MATRIX_LINES=1.36.4 scripts/envoy-matrix.sh
 
 ## The compose topology in Docker: local images, up, healthy, verify.sh, down.
-compose: build setup-e2e
+compose: oci setup-e2e
 	cargo build -q --release -p bridge-peers --bin interop-server --bin interop-client
 	@scripts/compose.sh
 

@@ -12,6 +12,8 @@
 #   3. compose up, every health check polled (compose 1.29 has no --wait),
 #      envoy/verify.sh (every interop case through the containers), compose
 #      down timed (it must take under 5 s), and nothing of the project left.
+#      From the host, the tonic and grpcio interop clients run every case
+#      over TLS through the published edge.
 #   4. The OCI images of `make oci` pushed to the registry container, and an
 #      Envoy container loading the module from it by URL and sha256 (the
 #      artifact image's wasm layer, by its digest), serving the interop cases
@@ -151,7 +153,11 @@ envoy/verify.sh
 # The edge is also published on the host's loopback: the cases again from
 # here, over TLS (ALPN h2) with the development certificate.
 INTEROP_CA_FILE="$ROOT/envoy/tls/ca.crt" "$ROOT/target/release/interop-client" "https://127.0.0.1:$EDGE_PORT" >/dev/null
-echo "compose: all interop cases passed from the host over TLS through 127.0.0.1:$EDGE_PORT"
+# And grpcio's interop client (another implementation), over TLS too.
+INTEROP_CA_FILE="$ROOT/envoy/tls/ca.crt" PYTHONPATH="$TOOLS/python" \
+  python3 tests/peers/python/interop.py client "127.0.0.1:$EDGE_PORT" >/dev/null \
+  || die "the grpcio interop client failed through the containers"
+echo "compose: all interop cases passed from the host over TLS through 127.0.0.1:$EDGE_PORT (tonic and grpcio clients)"
 
 # --- 4. The module from a registry ------------------------------------------
 network="${PROJECT}_default"

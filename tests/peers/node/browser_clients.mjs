@@ -34,7 +34,7 @@ const server = createServer((request, response) => {
   response.writeHead(200, { "content-type": type }).end(body);
 });
 await new Promise((resolve) => server.listen(0, "127.0.0.1", resolve));
-const page_url = `http://127.0.0.1:${server.address().port}/`;
+const pageUrl = `http://127.0.0.1:${server.address().port}/`;
 
 let browser;
 const stop = async () => {
@@ -58,7 +58,7 @@ try {
   });
   const page = await browser.newPage();
   page.on("pageerror", (error) => console.error(`page error: ${error}`));
-  await page.goto(page_url);
+  await page.goto(pageUrl);
   const only = process.env.CLIENT_CASES ?? null;
   const results = await page.evaluate(([t, o]) => window.runClients(t, o), [target, only]);
   for (const result of results) console.log(JSON.stringify({ ...result, client: `${result.client} in Chromium` }));
