@@ -220,10 +220,6 @@ impl Host for EnvoyHost {
         raw::check("remove header", raw::remove_header(map_type(map), name));
     }
 
-    fn header_bytes(&self, map: Map) -> usize {
-        raw::header_map_size(map_type(map))
-    }
-
     fn set_headers(&mut self, map: Map, fields: &Metadata) {
         raw::check(
             "set headers",
@@ -363,7 +359,6 @@ mod raw {
         ) -> u32;
         fn proxy_set_effective_context(id: u32) -> u32;
         fn proxy_close_stream(stream: u32) -> u32;
-        fn proxy_get_header_map_size(map: u32, size: *mut usize) -> u32;
         fn proxy_get_property(
             path: *const u8,
             path_len: usize,
@@ -493,14 +488,6 @@ mod raw {
     pub fn set_effective_context(id: u32) -> bool {
         // SAFETY: no pointers.
         unsafe { proxy_set_effective_context(id) == OK }
-    }
-
-    /// Envoy's byte size of a header map (names and values); 0 on failure.
-    pub fn header_map_size(map: u32) -> usize {
-        let mut size = 0;
-        // SAFETY: a pointer to a live local.
-        let status = unsafe { proxy_get_header_map_size(map, &mut size) };
-        if status == OK { size } else { 0 }
     }
 
     /// A property by its path (segments joined by NUL).

@@ -184,13 +184,6 @@ impl Host for FakeHost {
         self.map(map).0.retain(|(n, _)| n != name);
     }
 
-    fn header_bytes(&self, map: Map) -> usize {
-        self.headers(map)
-            .iter()
-            .map(|(name, value)| name.len() + value.len())
-            .sum()
-    }
-
     fn set_headers(&mut self, map: Map, fields: &Metadata) {
         *self.map(map) = fields.clone();
     }

@@ -57,8 +57,6 @@ pub trait Host {
     fn set_header(&mut self, map: Map, name: &str, value: &[u8]);
     fn add_header(&mut self, map: Map, name: &str, value: &[u8]);
     fn remove_header(&mut self, map: Map, name: &str);
-    /// The map's size as Envoy counts it: every name and value, in bytes.
-    fn header_bytes(&self, map: Map) -> usize;
     /// Replaces the whole map.
     fn set_headers(&mut self, map: Map, fields: &Metadata);
     /// `len` bytes of the body buffer from `start`.
@@ -113,10 +111,14 @@ struct Deadline {
 impl Deadline {
     /// Reads the request's `grpc-timeout` and arms the timer for it.
     fn start(host: &mut dyn Host) -> Option<Self> {
-        let timeout = host
-            .header(Map::RequestHeaders, "grpc-timeout")
-            .and_then(|value| parse_grpc_timeout(&value))?;
-        let at = host.now_millis().saturating_add(timeout);
+        let timeout = host.header(Map::RequestHeaders, "grpc-timeout")?;
+        let now = host.now_millis();
+        Self::start_at(host, &timeout, now)
+    }
+
+    /// [`Deadline::start`] from a `grpc-timeout` value already read, at `now`.
+    fn start_at(host: &mut dyn Host, grpc_timeout: &[u8], now_millis: u64) -> Option<Self> {
+        let at = now_millis.saturating_add(parse_grpc_timeout(grpc_timeout)?);
         host.arm_timer(at);
         Some(Self { at, overdue: false })
     }
@@ -296,38 +298,40 @@ fn make_marker(host: &dyn Host, marker: &config::Marker) -> Option<String> {
     SIGNED.with(|cache| cache.borrow_mut().sign(id, key, &request))
 }
 
-/// Checks the origin's request marker(s): `None` if there is none, else
-/// whether the one marker is valid. Every value counts: two markers are
-/// refused, whatever they say.
+/// Checks the origin's request marker(s) in `request`, the request's
+/// header map as read once: `None` if there is none, else whether the one
+/// marker is valid, as of `now_millis`. Every value counts: two markers are
+/// refused, whatever they say. The marker leaves the request either way.
 fn check_marker(
     host: &mut dyn Host,
     marker: &config::Marker,
+    request: &Metadata,
+    now_millis: u64,
 ) -> Option<Result<(), crate::marker::Refusal>> {
     use crate::marker::{Refusal, Request, verify_static};
-    let value = host.header(Map::RequestHeaders, &marker.header)?;
-    // Envoy reads only the first value of a name. The map's byte size
-    // (every name and value) drops by exactly this one field when it is
-    // the only one.
-    let before = host.header_bytes(Map::RequestHeaders);
+    let mut values = request
+        .iter()
+        .filter(|(name, _)| *name == marker.header)
+        .map(|(_, value)| value);
+    let value = values.next()?;
+    let duplicate = values.next().is_some();
     host.remove_header(Map::RequestHeaders, &marker.header);
-    let after = host.header_bytes(Map::RequestHeaders);
-    if before.saturating_sub(after) != marker.header.len() + value.len() {
+    if duplicate {
         return Some(Err(Refusal::Duplicate));
     }
     if let Some(secret) = &marker.static_secret {
-        return Some(verify_static(&value, secret.as_bytes()));
+        return Some(verify_static(value, secret.as_bytes()));
     }
-    let (method, path, now_s) = marked_request(host);
-    let request = Request {
-        method: &method,
-        path: &path,
-        now_s,
+    let bound = Request {
+        method: request.get(":method").unwrap_or_default(),
+        path: request.get(":path").unwrap_or_default(),
+        now_s: now_millis / 1000,
     };
     let max_age = u64::from(marker.max_age_s);
     Some(VERIFIED.with(|cache| {
         cache
             .borrow_mut()
-            .verify(&value, |id| marker.key(id), max_age, &request)
+            .verify(value, |id| marker.key(id), max_age, &bound)
     }))
 }
 

@@ -131,7 +131,11 @@ impl StreamBridge for Origin {
             host.count(Counter::PassedThrough);
             return Action::Continue;
         }
-        match check_marker(host, &self.config.marker) {
+        // One read of the whole map serves every field below: each hostcall
+        // costs about as much as the module's own work (docs/benchmarks.md).
+        let request = host.headers(Map::RequestHeaders);
+        let now = host.now_millis();
+        match check_marker(host, &self.config.marker, &request, now) {
             Some(Ok(())) => host.count(Counter::Converted),
             Some(Err(refusal)) => {
                 let error = ErrorKind::InvalidMarker(refusal).from(Peer::Downstream);
@@ -139,18 +143,18 @@ impl StreamBridge for Origin {
             }
             // Served browsers reach the module already converted by Envoy's
             // filter; `x-grpc-web` is what their libraries send.
-            None if self.config.serve_browsers => {
-                match host.header(Map::RequestHeaders, "x-grpc-web") {
-                    Some(_) => host.count(Counter::BrowserConverted),
-                    None => host.count(Counter::PassedThrough),
-                }
-            }
+            None if self.config.serve_browsers => match request.get("x-grpc-web") {
+                Some(_) => host.count(Counter::BrowserConverted),
+                None => host.count(Counter::PassedThrough),
+            },
             None => {
                 host.count(Counter::PassedThrough);
                 return Action::Continue;
             }
         }
-        self.deadline = Deadline::start(host);
+        self.deadline = request
+            .get("grpc-timeout")
+            .and_then(|timeout| Deadline::start_at(host, timeout, now));
         if !end_of_stream {
             self.request = Request::Checking(FrameReader::new(false, self.config.max_frame_bytes));
         }

@@ -474,6 +474,13 @@ fn main() -> Result<()> {
             })?,
         ),
         (
+            "gRPC-web filter + no-op Wasm filter reading the header map 20 times",
+            origin(&noop_module(), |c| {
+                ungate_grpc_web(c)?;
+                set_plugin_configuration(c, "map 20")
+            })?,
+        ),
+        (
             "bridge origin (gRPC-web filter + module)",
             origin(&bridge, |_| Ok(()))?,
         ),
