@@ -297,7 +297,10 @@ impl StreamBridge for Edge {
             Response::Web(body) => {
                 // Message payload that only passes through is not read.
                 let skipped = body.reader.skip_payload(size);
-                let unread = host.body(Body::Response, skipped, size - skipped);
+                let unread = match skipped < size {
+                    true => host.body(Body::Response, skipped, size - skipped),
+                    false => Bytes::new(),
+                };
                 match body.forward(unread, end_of_stream) {
                     Ok(None) => {}
                     Ok(Some(rewritten)) => {

@@ -34,8 +34,10 @@ pub struct FakeHost {
     pub timer: Option<u64>,
     /// Envoy attributes by path.
     pub properties: std::collections::HashMap<&'static str, Vec<u8>>,
-    /// How many body bytes the module copied out of Envoy's buffers.
+    /// How many body bytes the module copied out of Envoy's buffers, in
+    /// how many reads.
     pub body_bytes_read: std::cell::Cell<usize>,
+    pub body_reads: std::cell::Cell<usize>,
 }
 
 impl FakeHost {
@@ -194,6 +196,7 @@ impl Host for FakeHost {
             Body::Response => &self.response_buffer,
         };
         self.body_bytes_read.set(self.body_bytes_read.get() + len);
+        self.body_reads.set(self.body_reads.get() + 1);
         Bytes::copy_from_slice(&buffer[start..start + len])
     }
 

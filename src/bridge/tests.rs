@@ -213,6 +213,12 @@ mod edge {
             "{}",
             host.body_bytes_read.get()
         );
+        // No read at all for a chunk that is all payload.
+        assert!(
+            host.body_reads.get() <= 5,
+            "{} reads",
+            host.body_reads.get()
+        );
     }
 
     #[test]
@@ -822,6 +828,7 @@ mod origin {
         }
         assert_eq!(host.downstream_body, large);
         // The first chunk is read for the prefix; the payload never is.
+        assert_eq!(host.body_reads.get(), 1);
         assert!(
             host.body_bytes_read.get() <= 250,
             "{}",
