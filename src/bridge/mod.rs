@@ -264,17 +264,6 @@ fn reply_error(host: &mut dyn Host, error: &Error) {
     host.send_reply(&error_fields(error));
 }
 
-/// What the request a marker is bound to: its method, path and the time.
-fn marked_request(host: &dyn Host) -> (Vec<u8>, Vec<u8>, u64) {
-    (
-        host.header(Map::RequestHeaders, ":method")
-            .unwrap_or_default(),
-        host.header(Map::RequestHeaders, ":path")
-            .unwrap_or_default(),
-        host.now_millis() / 1000,
-    )
-}
-
 thread_local! {
     /// This worker's signatures of the current second (edge).
     static SIGNED: RefCell<SignCache> = RefCell::new(SignCache::default());
@@ -289,11 +278,16 @@ fn make_marker(host: &dyn Host, marker: &config::Marker) -> Option<String> {
     }
     let id = marker.sign_with.as_deref()?;
     let key = marker.key(id)?;
-    let (method, path, now_s) = marked_request(host);
+    let method = host
+        .header(Map::RequestHeaders, ":method")
+        .unwrap_or_default();
+    let path = host
+        .header(Map::RequestHeaders, ":path")
+        .unwrap_or_default();
     let request = crate::marker::Request {
         method: &method,
         path: &path,
-        now_s,
+        now_s: host.now_millis() / 1000,
     };
     SIGNED.with(|cache| cache.borrow_mut().sign(id, key, &request))
 }
