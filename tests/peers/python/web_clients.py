@@ -33,32 +33,25 @@ ECHO_TRAILING = "x-grpc-test-echo-trailing-bin"
 
 
 class Stub:
-    """The two calls the cases make, built on the channel directly: the
-    stubs grpcio-tools generates pass an argument sonora does not take."""
+    """The calls the cases make, built on the channel directly: the stubs
+    grpcio-tools generates pass an argument sonora does not take. Request
+    streams are native gRPC only (gRPC-web cannot stream requests)."""
+
+    METHODS = [
+        ("UnaryCall", "unary_unary", "SimpleRequest", "SimpleResponse"),
+        ("StreamingOutputCall", "unary_stream", "StreamingOutputCallRequest", "StreamingOutputCallResponse"),
+        ("StreamingInputCall", "stream_unary", "StreamingInputCallRequest", "StreamingInputCallResponse"),
+        ("FullDuplexCall", "stream_stream", "StreamingOutputCallRequest", "StreamingOutputCallResponse"),
+    ]
 
     def __init__(self, channel):
-        service = "/grpc.testing.TestService/"
-        self.UnaryCall = channel.unary_unary(
-            service + "UnaryCall",
-            request_serializer=messages_pb2.SimpleRequest.SerializeToString,
-            response_deserializer=messages_pb2.SimpleResponse.FromString,
-        )
-        self.StreamingOutputCall = channel.unary_stream(
-            service + "StreamingOutputCall",
-            request_serializer=messages_pb2.StreamingOutputCallRequest.SerializeToString,
-            response_deserializer=messages_pb2.StreamingOutputCallResponse.FromString,
-        )
-        # Native gRPC only (gRPC-web cannot stream requests).
-        self.StreamingInputCall = channel.stream_unary(
-            service + "StreamingInputCall",
-            request_serializer=messages_pb2.StreamingInputCallRequest.SerializeToString,
-            response_deserializer=messages_pb2.StreamingInputCallResponse.FromString,
-        )
-        self.FullDuplexCall = channel.stream_stream(
-            service + "FullDuplexCall",
-            request_serializer=messages_pb2.StreamingOutputCallRequest.SerializeToString,
-            response_deserializer=messages_pb2.StreamingOutputCallResponse.FromString,
-        )
+        for name, kind, request, response in self.METHODS:
+            call = getattr(channel, kind)(
+                "/grpc.testing.TestService/" + name,
+                request_serializer=getattr(messages_pb2, request).SerializeToString,
+                response_deserializer=getattr(messages_pb2, response).FromString,
+            )
+            setattr(self, name, call)
 
 
 def spaced_stream():

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context as _, Result, bail};
+use anyhow::{Context as _, Result, bail, ensure};
 use serde_json::Value;
 
 use crate::graph::{Graph, Service};
@@ -109,14 +109,41 @@ pub fn local_envoy_config(path: &Path, ports: &HashMap<u16, u16>, module: &Path)
         std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     let mut config: Value = serde_yaml::from_str(&text)?;
     localize(&mut config, ports)?;
+    Ok(serde_json::from_str(&local_files(
+        &serde_json::to_string(&config)?,
+        module,
+    )?)?)
+}
+
+/// An Envoy config's container paths (the module, the edge's certificate)
+/// moved to this checkout's files.
+pub fn local_files(config: &str, module: &Path) -> Result<String> {
     let certificates = repo_root().join("envoy/tls");
-    if text.contains("/etc/envoy/tls/") && !certificates.join("tls.crt").exists() {
+    if config.contains("/etc/envoy/tls/") && !certificates.join("tls.crt").exists() {
         bail!("envoy/tls/tls.crt is missing: run `make build` (scripts/dev-cert.sh)");
     }
-    let text = serde_json::to_string(&config)?
+    Ok(config
         .replace("/etc/envoy/grpc_web_bridge.wasm", &module.to_string_lossy())
-        .replace("/etc/envoy/tls/", &format!("{}/", certificates.display()));
-    Ok(serde_json::from_str(&text)?)
+        .replace("/etc/envoy/tls/", &format!("{}/", certificates.display())))
+}
+
+/// Runs `envoy --mode validate` on `config` (YAML or JSON text); the
+/// error is Envoy's.
+pub fn envoy_validates(name: &str, config: &str) -> Result<()> {
+    let path = std::env::temp_dir().join(format!("validate-{}-{name}", std::process::id()));
+    std::fs::write(&path, config)?;
+    let output = Command::new(envoy_binary())
+        .args(["--mode", "validate", "-c"])
+        .arg(&path)
+        .output();
+    let _ = std::fs::remove_file(&path);
+    let output = output?;
+    ensure!(
+        output.status.success(),
+        "{name}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    Ok(())
 }
 
 /// Removes the bridge filter from an Envoy config, in every filter chain
@@ -504,6 +531,16 @@ impl Topology {
     }
 
     /// A counter from an Envoy's admin `/stats` (0 if absent).
+    /// The origin's listener, or the edge's where only one Envoy runs.
+    pub fn origin_or_edge(&self) -> SocketAddr {
+        self.origin.unwrap_or(self.edge)
+    }
+
+    /// The origin's admin address, or the edge's where only one Envoy runs.
+    pub fn origin_admin_or_edge(&self) -> SocketAddr {
+        self.origin_admin.unwrap_or(self.edge_admin)
+    }
+
     pub fn counter(admin: SocketAddr, name: &str) -> u64 {
         let Ok((_, body)) = http_get(admin, &format!("/stats?filter=^{name}$")) else {
             return 0;

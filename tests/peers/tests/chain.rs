@@ -18,25 +18,9 @@ use libtest_mimic::{Arguments, Trial};
 
 fn validate(name: &'static str) -> Trial {
     Trial::test(format!("envoy_validates::{name}"), move || {
-        let config = topology::repo_root().join("envoy").join(name);
-        let text = std::fs::read_to_string(&config)?;
-        let local = std::env::temp_dir().join(format!("validate-{}-{name}", std::process::id()));
-        let wasm = topology::wasm_module();
-        let certificates = topology::repo_root().join("envoy/tls/");
-        std::fs::write(
-            &local,
-            text.replace("/etc/envoy/grpc_web_bridge.wasm", &wasm.to_string_lossy())
-                .replace("/etc/envoy/tls/", &certificates.to_string_lossy()),
-        )?;
-        let output = Command::new(topology::repo_root().join(".tools/bin/envoy"))
-            .args(["--mode", "validate", "-c"])
-            .arg(&local)
-            .output()?;
-        let _ = std::fs::remove_file(&local);
-        if !output.status.success() {
-            return Err(format!("{name}: {}", String::from_utf8_lossy(&output.stderr)).into());
-        }
-        Ok(())
+        let text = std::fs::read_to_string(topology::repo_root().join("envoy").join(name))?;
+        let local = topology::local_files(&text, &topology::wasm_module())?;
+        Ok(topology::envoy_validates(name, &local)?)
     })
 }
 
@@ -61,7 +45,7 @@ fn bad_config_fails_the_plugin() -> Trial {
         }
         let path = std::env::temp_dir().join(format!("bad-config-{}.json", std::process::id()));
         std::fs::write(&path, text)?;
-        let mut child = Command::new(topology::repo_root().join(".tools/bin/envoy"))
+        let mut child = Command::new(topology::envoy_binary())
             .arg("-c")
             .arg(&path)
             .args(["--disable-hot-restart", "--concurrency", "1"])

@@ -8,7 +8,7 @@ use std::process::Command;
 
 use anyhow::{Context as _, Result, ensure};
 use bridge_peers::graph::{Graph, Kind, compose_file};
-use bridge_peers::topology::{Hop, Topology, Upstream, repo_root};
+use bridge_peers::topology::{Hop, Topology, Upstream, envoy_validates, repo_root};
 
 fn compose_files() -> Result<Vec<std::path::PathBuf>> {
     let mut files = Vec::new();
@@ -333,18 +333,7 @@ fn kuma_patches_are_what_envoy_accepts() -> Result<()> {
                 "clusters": clusters,
             }
         });
-        let path = std::env::temp_dir().join(format!("kuma-{}-{name}.json", std::process::id()));
-        std::fs::write(&path, serde_json::to_string(&bootstrap)?)?;
-        let output = Command::new(repo_root().join(".tools/bin/envoy"))
-            .args(["--mode", "validate", "-c"])
-            .arg(&path)
-            .output()?;
-        let _ = std::fs::remove_file(&path);
-        ensure!(
-            output.status.success(),
-            "{name}: {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
+        envoy_validates(name, &serde_json::to_string(&bootstrap)?)?;
     }
     Ok(())
 }

@@ -723,7 +723,7 @@ fn main() -> Result<()> {
             &chain,
             move |t| async move {
                 let native = h2_call(t.edge, path, &[], &frame(0, b"")).await?;
-                let origin = t.origin.unwrap_or(t.edge);
+                let origin = t.origin_or_edge();
                 let web = http1_call(
                     origin,
                     path,
@@ -778,7 +778,7 @@ fn main() -> Result<()> {
         &runtime,
         &interop,
         |t| async move {
-            let origin = t.origin.unwrap_or(t.edge);
+            let origin = t.origin_or_edge();
             let r = http1_call(
                 origin,
                 UNARY,
@@ -797,7 +797,7 @@ fn main() -> Result<()> {
                 "16",
                 "grpc-web-bridge: client sent a bridge marker that is malformed",
             )?;
-            let admin = t.origin_admin.unwrap_or(t.edge_admin);
+            let admin = t.origin_admin_or_edge();
             ensure!(
                 Topology::counter(
                     admin,
@@ -812,8 +812,8 @@ fn main() -> Result<()> {
         &runtime,
         &interop,
         |t| async move {
-            let origin = t.origin.unwrap_or(t.edge);
-            let admin = t.origin_admin.unwrap_or(t.edge_admin);
+            let origin = t.origin_or_edge();
+            let admin = t.origin_admin_or_edge();
             let counter = "wasmcustom.grpc_web_bridge.origin.errors.downstream.invalid_marker";
             let before = Topology::counter(admin, counter);
             let fresh = marker(UNARY);
@@ -859,7 +859,7 @@ fn main() -> Result<()> {
         |t| async move {
             // The origin accepts demo-1 and demo-2; the edge signs with
             // demo-2, an edge not yet rolled over with demo-1.
-            let origin = t.origin.unwrap_or(t.edge);
+            let origin = t.origin_or_edge();
             for round in 0..20 {
                 let r = h2_call(t.edge, UNARY, &[], &unary_request()).await?;
                 status_is(&r, "0", "")?;
@@ -882,8 +882,8 @@ fn main() -> Result<()> {
         &runtime,
         &interop,
         |t| async move {
-            let origin = t.origin.unwrap_or(t.edge);
-            let admin = t.origin_admin.unwrap_or(t.edge_admin);
+            let origin = t.origin_or_edge();
+            let admin = t.origin_admin_or_edge();
             let before =
                 Topology::counter(admin, "wasmcustom.grpc_web_bridge.origin.passed_through");
             let r = http1_call(origin, UNARY, &[GRPC_WEB], &unary_request()).await?;
@@ -904,7 +904,7 @@ fn main() -> Result<()> {
         &runtime,
         &interop,
         |t| async move {
-            let origin = t.origin.unwrap_or(t.edge);
+            let origin = t.origin_or_edge();
             let text = STANDARD.encode(unary_request());
             let signed = marker(UNARY);
             let headers = [
@@ -948,7 +948,7 @@ fn main() -> Result<()> {
         &runtime,
         &interop,
         |t| async move {
-            let origin = t.origin.unwrap_or(t.edge);
+            let origin = t.origin_or_edge();
             let signed = marker(UNARY);
             let headers = [
                 ("content-type", "application/grpc-web-text"),
@@ -961,7 +961,7 @@ fn main() -> Result<()> {
                 "13",
                 "grpc-web-bridge: client sent a grpc-web-text body that is not valid base64",
             )?;
-            let admin = t.origin_admin.unwrap_or(t.edge_admin);
+            let admin = t.origin_admin_or_edge();
             ensure!(
                 Topology::counter(
                     admin,
@@ -976,7 +976,7 @@ fn main() -> Result<()> {
         &runtime,
         &interop,
         |t| async move {
-            let origin = t.origin.unwrap_or(t.edge);
+            let origin = t.origin_or_edge();
             let r = http1_call(
                 origin,
                 UNARY,
@@ -1185,7 +1185,7 @@ async fn both_sides(t: &Topology, path: &str, body: &[u8]) -> Result<[(Received,
     let started = std::time::Instant::now();
     let native = h2_call(t.edge, path, &[TIMEOUT], body).await?;
     let native_took = started.elapsed();
-    let origin = t.origin.unwrap_or(t.edge);
+    let origin = t.origin_or_edge();
     let started = std::time::Instant::now();
     let web = http1_call(
         origin,
@@ -1260,7 +1260,7 @@ fn deadline_trials(
                 (Duration::from_millis(1400)..Duration::from_millis(3000)).contains(&took),
                 "reset after {took:?}, wanted the deadline (500 ms) plus the grace (1 s)"
             );
-            let admin = t.origin_admin.unwrap_or(t.edge_admin);
+            let admin = t.origin_admin_or_edge();
             let resets =
                 Topology::counter(admin, "wasmcustom.grpc_web_bridge.origin.deadline_reset")
                     + Topology::counter(
