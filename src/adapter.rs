@@ -11,7 +11,7 @@ use bytes::Bytes;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action as WasmAction, ContextType, LogLevel};
 
-use crate::abi::{deserialize_map, serialize_map};
+use crate::abi::{HeaderPairs, serialize_map};
 use crate::bridge::edge::Edge;
 use crate::bridge::origin::Origin;
 use crate::bridge::{Action, Body, Host, Map, StreamBridge};
@@ -201,7 +201,7 @@ impl Host for EnvoyHost {
         raw::get_header(map_type(map), name)
     }
 
-    fn headers(&self, map: Map) -> Metadata {
+    fn headers(&self, map: Map) -> HeaderPairs {
         raw::get_headers(map_type(map))
     }
 
@@ -300,7 +300,7 @@ impl Host for EnvoyHost {
 mod raw {
     use std::ptr::null_mut;
 
-    use super::{Metadata, deserialize_map};
+    use super::HeaderPairs;
 
     pub const BUFFER_PLUGIN_CONFIGURATION: u32 = 7;
     const STREAM_HTTP_RESPONSE: u32 = 1;
@@ -418,12 +418,12 @@ mod raw {
         owned(status, data, len)
     }
 
-    pub fn get_headers(map: u32) -> Metadata {
+    pub fn get_headers(map: u32) -> HeaderPairs {
         let (mut data, mut len) = (null_mut(), 0);
         // SAFETY: pointers to live locals.
         let status = unsafe { proxy_get_header_map_pairs(map, &mut data, &mut len) };
         owned(status, data, len)
-            .and_then(|bytes| deserialize_map(&bytes))
+            .and_then(HeaderPairs::parse)
             .unwrap_or_default()
     }
 

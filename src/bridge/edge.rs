@@ -20,9 +20,10 @@ use bytes::Bytes;
 use flate2::read::{GzDecoder, ZlibDecoder};
 
 use super::{
-    Action, Body, Deadline, FrameReader, Host, Map, StreamBridge, content_type, error_fields,
-    finish_trailers, finish_trailers_only, make_marker, reply_error, report,
+    Action, Body, Deadline, FrameReader, Host, Map, StreamBridge, error_fields, finish_trailers,
+    finish_trailers_only, make_marker, reply_error, report,
 };
+use crate::abi::HeaderPairs;
 use crate::codec::{ContentType, Error, ErrorKind, Metadata, Peer, Protocol, decode_trailer_block};
 use crate::config::Config;
 use crate::metrics::Counter;
@@ -162,7 +163,9 @@ impl StreamBridge for Edge {
     fn on_request_headers(&mut self, host: &mut dyn Host, end_of_stream: bool) -> Action {
         // A marker the client sent is never trusted, whatever the request.
         host.remove_header(Map::RequestHeaders, &self.config.marker.header);
-        let content_type = content_type(host, Map::RequestHeaders);
+        // One read of the whole map serves every field below.
+        let request = host.headers(Map::RequestHeaders);
+        let content_type = request.get("content-type").and_then(ContentType::parse);
         let Some(content_type) = content_type.filter(|ct| ct.protocol == Protocol::Grpc) else {
             host.count(Counter::PassedThrough);
             return Action::Continue;
@@ -171,7 +174,8 @@ impl StreamBridge for Edge {
             host.count(Counter::PassedThrough);
             return Action::Continue;
         }
-        let Some(marker) = make_marker(host, &self.config.marker) else {
+        let now = host.now_millis();
+        let Some(marker) = make_marker(&request, &self.config.marker, now) else {
             log::error!("grpc-web-bridge: cannot sign the marker; the request passes unconverted");
             host.count(Counter::PassedThrough);
             return Action::Continue;
@@ -187,7 +191,9 @@ impl StreamBridge for Edge {
             marker.as_bytes(),
         );
         host.count(Counter::Converted);
-        self.deadline = Deadline::start(host);
+        self.deadline = request
+            .get("grpc-timeout")
+            .and_then(|timeout| Deadline::start(host, timeout, now));
         self.request = if end_of_stream {
             Request::Done
         } else {
@@ -223,19 +229,23 @@ impl StreamBridge for Edge {
             }
             _ => return Action::Continue,
         }
-        let status = host.header(Map::ResponseHeaders, ":status");
-        let content_type = content_type(host, Map::ResponseHeaders);
+        // One read of the whole map serves every field below.
+        let response = host.headers(Map::ResponseHeaders);
+        let status = response.get(":status");
         host.remove_header(Map::ResponseHeaders, "content-length");
+        let status_in_headers = response.get("grpc-status").is_some();
         // A reply with grpc-status in its headers is gRPC even if a proxy
         // lost its content-type (Envoy's own local replies do).
-        let content_type = content_type.or_else(|| {
-            let status_in_headers = host.header(Map::ResponseHeaders, "grpc-status").is_some();
-            status_in_headers.then_some(ContentType {
-                protocol: Protocol::GrpcWeb,
-                subtype: None,
-            })
-        });
-        let web = match (status.as_deref(), content_type) {
+        let content_type = response
+            .get("content-type")
+            .and_then(ContentType::parse)
+            .or_else(|| {
+                status_in_headers.then_some(ContentType {
+                    protocol: Protocol::GrpcWeb,
+                    subtype: None,
+                })
+            });
+        let web = match (status, content_type) {
             (Some(b"200"), Some(ct)) if ct.protocol.is_web() => ct,
             (Some(b"200"), Some(_native)) => {
                 // The upstream answered native gRPC itself: nothing to convert.
@@ -266,20 +276,21 @@ impl StreamBridge for Edge {
         };
         let native = web.with_protocol(Protocol::Grpc).render();
         host.set_header(Map::ResponseHeaders, "content-type", native.as_bytes());
-        let status_in_headers = host.header(Map::ResponseHeaders, "grpc-status").is_some();
         if end_of_stream {
             // Headers that end the stream are already a trailers-only reply.
-            finish_trailers_only(host, self.deadline);
+            finish_trailers_only(host, &response, self.deadline);
             self.response = Response::Done;
             return Action::Continue;
         }
-        let header_trailers = status_in_headers.then(|| move_metadata_out_of_headers(host));
+        let encoding = response.get("grpc-encoding").map(<[u8]>::to_vec);
+        let header_trailers =
+            status_in_headers.then(|| move_metadata_out_of_headers(host, &response));
         self.response = Response::Web(WebBody {
             reader: FrameReader::new(
                 web.protocol == Protocol::GrpcWebText,
                 self.config.max_frame_bytes,
             ),
-            encoding: host.header(Map::ResponseHeaders, "grpc-encoding"),
+            encoding,
             limit: self.config.max_frame_bytes,
             header_trailers,
             frame_trailers: None,
@@ -333,7 +344,7 @@ impl StreamBridge for Edge {
                 self.fail_response(host, kind);
             }
         }
-        let upstream = host.headers(Map::ResponseTrailers);
+        let upstream = host.headers(Map::ResponseTrailers).to_metadata();
         if let Some(fields) = self.final_trailers(host, Some(upstream.clone())) {
             // Most often the upstream's own trailers, already right.
             if fields != upstream {
@@ -391,9 +402,9 @@ impl WebBody {
 
 /// Moves the gRPC metadata of a trailers-only reply out of the response
 /// headers; it becomes the trailers at the end of the body.
-fn move_metadata_out_of_headers(host: &mut dyn Host) -> Metadata {
+fn move_metadata_out_of_headers(host: &mut dyn Host, headers: &HeaderPairs) -> Metadata {
     let mut moved = Metadata::default();
-    for (name, value) in host.headers(Map::ResponseHeaders).0 {
+    for (name, value) in headers.to_metadata().0 {
         let http_level = name.starts_with(':')
             || name.starts_with("x-envoy-")
             || HTTP_LEVEL_HEADERS.contains(&name.as_str());

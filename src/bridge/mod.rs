@@ -7,8 +7,9 @@ use std::cell::RefCell;
 
 use bytes::Bytes;
 
+use crate::abi::HeaderPairs;
 use crate::codec::{
-    Base64Decoder, Code, ContentType, Error, ErrorKind, FrameScanner, Metadata, Peer, Piece,
+    Base64Decoder, Code, Error, ErrorKind, FrameScanner, Metadata, Peer, Piece,
     encode_grpc_message, is_valid_status, parse_grpc_timeout,
 };
 use crate::config;
@@ -52,8 +53,8 @@ pub enum Action {
 pub trait Host {
     /// The first value of `name`.
     fn header(&self, map: Map, name: &str) -> Option<Vec<u8>>;
-    /// Every field, duplicates included, in order.
-    fn headers(&self, map: Map) -> Metadata;
+    /// Every field, duplicates included, in order, read in one hostcall.
+    fn headers(&self, map: Map) -> HeaderPairs;
     fn set_header(&mut self, map: Map, name: &str, value: &[u8]);
     fn add_header(&mut self, map: Map, name: &str, value: &[u8]);
     fn remove_header(&mut self, map: Map, name: &str);
@@ -109,15 +110,8 @@ struct Deadline {
 }
 
 impl Deadline {
-    /// Reads the request's `grpc-timeout` and arms the timer for it.
-    fn start(host: &mut dyn Host) -> Option<Self> {
-        let timeout = host.header(Map::RequestHeaders, "grpc-timeout")?;
-        let now = host.now_millis();
-        Self::start_at(host, &timeout, now)
-    }
-
-    /// [`Deadline::start`] from a `grpc-timeout` value already read, at `now`.
-    fn start_at(host: &mut dyn Host, grpc_timeout: &[u8], now_millis: u64) -> Option<Self> {
+    /// Arms the timer for a request's `grpc-timeout` value, read at `now_millis`.
+    fn start(host: &mut dyn Host, grpc_timeout: &[u8], now_millis: u64) -> Option<Self> {
         let at = now_millis.saturating_add(parse_grpc_timeout(grpc_timeout)?);
         host.arm_timer(at);
         Some(Self { at, overdue: false })
@@ -208,34 +202,24 @@ fn finish_trailers(
 }
 
 /// Ends a call whose response headers ended the stream (trailers-only):
-/// the deadline timer stops and the status in the headers is settled.
-fn finish_trailers_only(host: &mut dyn Host, deadline: Option<Deadline>) {
+/// the deadline timer stops and the status in `headers` (the response
+/// headers as read) is settled, touching only `grpc-status` and
+/// `grpc-message`.
+fn finish_trailers_only(host: &mut dyn Host, headers: &HeaderPairs, deadline: Option<Deadline>) {
     host.cancel_timer();
     let passed = Deadline::passed(deadline, host);
-    settle_map(host, Map::ResponseHeaders, passed);
-}
-
-/// Settles the status carried in a header map (trailers, or the headers of
-/// a trailers-only reply), touching only `grpc-status` and `grpc-message`.
-fn settle_map(host: &mut dyn Host, map: Map, deadline_passed: bool) {
-    let before = host.headers(map);
+    let before = headers.to_metadata();
     let mut after = before.clone();
-    settle_status(host, &mut after, deadline_passed);
+    settle_status(host, &mut after, passed);
     if after == before {
         return;
     }
     for name in ["grpc-status", "grpc-message"] {
-        host.remove_header(map, name);
+        host.remove_header(Map::ResponseHeaders, name);
         if let Some(value) = after.get(name) {
-            host.add_header(map, name, value);
+            host.add_header(Map::ResponseHeaders, name, value);
         }
     }
-}
-
-/// The classified content-type of a header map (`None`: absent or not gRPC).
-fn content_type(host: &dyn Host, map: Map) -> Option<ContentType> {
-    host.header(map, "content-type")
-        .and_then(|value| ContentType::parse(&value))
 }
 
 /// `grpc-status` and `grpc-message` for an error.
@@ -271,23 +255,18 @@ thread_local! {
     static VERIFIED: RefCell<VerifyCache> = RefCell::new(VerifyCache::default());
 }
 
-/// The edge's marker for this request.
-fn make_marker(host: &dyn Host, marker: &config::Marker) -> Option<String> {
+/// The edge's marker for this request (`request`: its header map as read),
+/// signed as of `now_millis`.
+fn make_marker(request: &HeaderPairs, marker: &config::Marker, now_millis: u64) -> Option<String> {
     if let Some(secret) = &marker.static_secret {
         return Some(secret.clone());
     }
     let id = marker.sign_with.as_deref()?;
     let key = marker.key(id)?;
-    let method = host
-        .header(Map::RequestHeaders, ":method")
-        .unwrap_or_default();
-    let path = host
-        .header(Map::RequestHeaders, ":path")
-        .unwrap_or_default();
     let request = crate::marker::Request {
-        method: &method,
-        path: &path,
-        now_s: host.now_millis() / 1000,
+        method: request.get(":method").unwrap_or_default(),
+        path: request.get(":path").unwrap_or_default(),
+        now_s: now_millis / 1000,
     };
     SIGNED.with(|cache| cache.borrow_mut().sign(id, key, &request))
 }
@@ -299,13 +278,13 @@ fn make_marker(host: &dyn Host, marker: &config::Marker) -> Option<String> {
 fn check_marker(
     host: &mut dyn Host,
     marker: &config::Marker,
-    request: &Metadata,
+    request: &HeaderPairs,
     now_millis: u64,
 ) -> Option<Result<(), crate::marker::Refusal>> {
     use crate::marker::{Refusal, Request, verify_static};
     let mut values = request
         .iter()
-        .filter(|(name, _)| *name == marker.header)
+        .filter(|(name, _)| *name == marker.header.as_bytes())
         .map(|(_, value)| value);
     let value = values.next()?;
     let duplicate = values.next().is_some();

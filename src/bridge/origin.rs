@@ -28,10 +28,10 @@ use std::rc::Rc;
 use bytes::Bytes;
 
 use super::{
-    Action, Body, Deadline, FrameReader, Host, Map, StreamBridge, check_marker, content_type,
-    error_fields, finish_trailers, finish_trailers_only, reply_error, report,
+    Action, Body, Deadline, FrameReader, Host, Map, StreamBridge, check_marker, error_fields,
+    finish_trailers, finish_trailers_only, reply_error, report,
 };
-use crate::codec::{Error, ErrorKind, FrameScanner, Metadata, Peer, Piece, Protocol};
+use crate::codec::{ContentType, Error, ErrorKind, FrameScanner, Metadata, Peer, Piece, Protocol};
 use crate::config::Config;
 use crate::metrics::Counter;
 
@@ -117,7 +117,10 @@ impl Origin {
 
 impl StreamBridge for Origin {
     fn on_request_headers(&mut self, host: &mut dyn Host, end_of_stream: bool) -> Action {
-        let Some(content_type) = content_type(host, Map::RequestHeaders) else {
+        // One read of the whole map serves every field below: each read
+        // costs more than the module's own work (docs/benchmarks.md).
+        let request = host.headers(Map::RequestHeaders);
+        let Some(content_type) = request.get("content-type").and_then(ContentType::parse) else {
             host.count(Counter::PassedThrough);
             return Action::Continue;
         };
@@ -125,7 +128,7 @@ impl StreamBridge for Origin {
         if content_type.protocol.is_web() {
             // Envoy's gRPC-web filter did not run: an unmarked browser call
             // (left alone), or a configuration without that filter.
-            if host.header(Map::RequestHeaders, header).is_some() {
+            if request.get(header).is_some() {
                 log::error!(
                     "grpc-web-bridge: a marked request reached the origin module still in gRPC-web: \
                      envoy.filters.http.grpc_web must run before it (docs/deploy.md)"
@@ -134,9 +137,6 @@ impl StreamBridge for Origin {
             host.count(Counter::PassedThrough);
             return Action::Continue;
         }
-        // One read of the whole map serves every field below: each hostcall
-        // costs about as much as the module's own work (docs/benchmarks.md).
-        let request = host.headers(Map::RequestHeaders);
         let now = host.now_millis();
         match check_marker(host, &self.config.marker, &request, now) {
             Some(Ok(())) => host.count(Counter::Converted),
@@ -157,7 +157,7 @@ impl StreamBridge for Origin {
         }
         self.deadline = request
             .get("grpc-timeout")
-            .and_then(|timeout| Deadline::start_at(host, timeout, now));
+            .and_then(|timeout| Deadline::start(host, timeout, now));
         if !end_of_stream {
             self.request = Request::Checking(FrameReader::new(false, self.config.max_frame_bytes));
         }
@@ -191,11 +191,13 @@ impl StreamBridge for Origin {
             }
             _ => return Action::Continue,
         }
-        let status = host.header(Map::ResponseHeaders, ":status");
-        let grpc = content_type(host, Map::ResponseHeaders)
+        let response = host.headers(Map::ResponseHeaders);
+        let status = response.get(":status");
+        let grpc = response
+            .get("content-type")
+            .and_then(ContentType::parse)
             .is_some_and(|ct| ct.protocol == Protocol::Grpc);
-        let failure = (status.as_deref() != Some(b"200") || !grpc)
-            .then(|| not_grpc_reply(host, status.as_deref()));
+        let failure = (status != Some(b"200") || !grpc).then(|| not_grpc_reply(host, status));
         if let Some(error) = &failure {
             // A gRPC error instead, body dropped (Envoy's gRPC-web filter
             // would keep the HTTP status, which clients read as a network
@@ -214,7 +216,7 @@ impl StreamBridge for Origin {
         }
         if end_of_stream {
             // Trailers-only stays trailers-only, with a valid status.
-            finish_trailers_only(host, self.deadline);
+            finish_trailers_only(host, &response, self.deadline);
             self.response = Response::Done;
             return Action::Continue;
         }
@@ -263,7 +265,7 @@ impl StreamBridge for Origin {
                 report(host, &error);
                 (error_fields(&error), true)
             }
-            None => (host.headers(Map::ResponseTrailers), false),
+            None => (host.headers(Map::ResponseTrailers).to_metadata(), false),
         };
         let before = (!changed).then(|| fields.clone());
         let settled = self.settle(host, fields);

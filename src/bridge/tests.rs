@@ -138,6 +138,28 @@ mod edge {
         assert_eq!(host.counters, vec![Counter::Converted]);
     }
 
+    /// Reads are what a call costs Envoy (docs/benchmarks.md): one per
+    /// header map and per body chunk, plus the route's cluster when
+    /// `origin_clusters` is set.
+    #[test]
+    fn a_unary_call_reads_each_map_and_chunk_once() {
+        let mut config = (*config(Side::Edge, false)).clone();
+        config.origin_clusters = vec!["hop".into()];
+        let mut edge = Edge::new(Rc::new(config));
+        let mut host = FakeHost::new();
+        host.properties.insert("xds\0cluster_name", b"hop".to_vec());
+        host.send_request_headers(&mut edge, NATIVE_REQUEST, false);
+        host.send_request_body(&mut edge, &message(b"ping"), true);
+        host.send_response_headers(&mut edge, WEB_RESPONSE, false);
+        let mut body = message(b"pong");
+        body.extend(trailer_frame(b"grpc-status: 0\r\n", false));
+        host.send_response_body(&mut edge, &body, true);
+        assert_eq!(host.downstream_body, message(b"pong"));
+        assert_status(host.downstream_trailers.as_ref().unwrap(), "0", "");
+        // Request map, cluster, request chunk; response map, response chunk.
+        assert_eq!(host.reads.get(), 5);
+    }
+
     #[test]
     fn only_routes_to_an_origin_are_converted_and_marked() {
         let mut config = (*config(Side::Edge, false)).clone();
@@ -677,6 +699,20 @@ mod origin {
         let (mut origin, mut host) = marked();
         host.send_response_headers(&mut origin, NATIVE_RESPONSE, false);
         (origin, host)
+    }
+
+    /// Reads are what a call costs Envoy (docs/benchmarks.md): one per
+    /// header map and per body chunk.
+    #[test]
+    fn a_unary_call_reads_each_map_and_chunk_once() {
+        let (mut origin, mut host) = marked();
+        host.send_request_body(&mut origin, &message(b"ping"), true);
+        host.send_response_headers(&mut origin, NATIVE_RESPONSE, false);
+        host.send_response_body(&mut origin, &message(b"pong"), false);
+        host.send_response_trailers(&mut origin, &[("grpc-status", "0")]);
+        assert_eq!(host.downstream_body, message(b"pong"));
+        assert_status(host.downstream_trailers.as_ref().unwrap(), "0", "");
+        assert_eq!(host.reads.get(), 5);
     }
 
     #[test]

@@ -23,6 +23,17 @@ use serde_json::Value;
 
 const STREAMS: usize = 32;
 const SECONDS: u64 = 4;
+/// Seconds per run: SECONDS unless THROUGHPUT_SECONDS says otherwise.
+fn seconds() -> u64 {
+    std::env::var("THROUGHPUT_SECONDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(SECONDS)
+}
+
+/// The origin as shipped, with the no-op filter in the module's place.
+const ORIGIN_FLOOR: &str = "origin config, no-op Wasm filter in the module's place";
+/// Rounds unless THROUGHPUT_ROUNDS says otherwise.
 const ROUNDS: usize = 3;
 const UNARY: &str = "/grpc.testing.TestService/UnaryCall";
 
@@ -45,6 +56,8 @@ struct Call {
     web: bool,
     /// grpc-web-text both ways (base64 request, `accept` asks for text).
     text: bool,
+    /// Carries the edge's marker, signed when the run starts.
+    marked: bool,
 }
 
 fn unary_body(size: usize) -> Bytes {
@@ -193,8 +206,15 @@ async fn call(
     Ok(())
 }
 
-/// Runs `STREAMS` callers for `SECONDS` against `target`.
-async fn load(topology: &Topology, target: SocketAddr, c: Arc<Call>) -> Result<Run> {
+/// Runs `streams` callers for `SECONDS` against `target`, each starting
+/// calls back to back, or every `streams / rate` seconds.
+async fn load(
+    topology: &Topology,
+    target: SocketAddr,
+    c: Arc<Call>,
+    streams: usize,
+    rate: Option<f64>,
+) -> Result<Run> {
     let mut clients = Vec::new();
     for _ in 0..2 {
         let socket = tokio::net::TcpStream::connect(target).await?;
@@ -213,15 +233,25 @@ async fn load(topology: &Topology, target: SocketAddr, c: Arc<Call>) -> Result<R
     let before: Vec<f64> = pids.iter().map(|(_, pid)| cpu_seconds(*pid)).collect();
     let failed = Arc::new(AtomicU64::new(0));
     let started = Instant::now();
-    let deadline = started + Duration::from_secs(SECONDS);
+    let deadline = started + Duration::from_secs(seconds());
     let mut workers = Vec::new();
-    for i in 0..STREAMS {
+    for i in 0..streams {
         let mut client = clients[i % clients.len()].clone();
         let c = c.clone();
         let failed = failed.clone();
+        let mut pace = rate.map(|rate| {
+            let period = Duration::from_secs_f64(streams as f64 / rate);
+            let first = tokio::time::Instant::now() + period.mul_f64(i as f64 / streams as f64);
+            let mut pace = tokio::time::interval_at(first, period);
+            pace.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            pace
+        });
         workers.push(tokio::spawn(async move {
             let mut latencies = Vec::new();
             while Instant::now() < deadline {
+                if let Some(pace) = &mut pace {
+                    pace.tick().await;
+                }
                 let began = Instant::now();
                 match call(&mut client, target, &c).await {
                     Ok(()) => latencies.push(began.elapsed()),
@@ -293,10 +323,11 @@ fn ungate_grpc_web(config: &mut Value) -> Result<()> {
     Ok(())
 }
 
-/// Sets the Wasm filter's plugin configuration (the no-op filter reads a
-/// number from it).
-fn set_plugin_configuration(config: &mut Value, text: &str) -> Result<()> {
-    *plugin_configuration(config)? = text.into();
+/// The no-op filter at an origin serving browsers, making one kind of
+/// hostcall N times per request (`<call> N`, see tests/noop-filter).
+fn priced(config: &mut Value, calls: &str) -> Result<()> {
+    ungate_grpc_web(config)?;
+    *plugin_configuration(config)? = calls.into();
     Ok(())
 }
 
@@ -313,14 +344,24 @@ struct Variant {
     runs: Vec<Run>,
 }
 
-fn table(title: &str, variants: &[Variant], baseline: usize) {
+/// Median and range of per-round ratios.
+fn spread(ratios: &[f64]) -> String {
+    let (lo, hi) = ratios
+        .iter()
+        .fold((f64::MAX, f64::MIN), |(lo, hi), r| (lo.min(*r), hi.max(*r)));
+    format!("{:.2} ({lo:.2}–{hi:.2})", median(ratios.to_vec()))
+}
+
+/// Prints a table; req/s ratios are to `baseline`, CPU ratios (each
+/// process's CPU per request, paired per round) to `floor`.
+fn table(title: &str, variants: &[Variant], baseline: usize, floor: usize) {
     println!("\n#### {title}\n");
     println!(
-        "| variant | req/s | ratio to {} (min–max) | CPU ms per 1k requests | RSS MiB | p50 µs | p99 µs |",
-        variants[baseline].name
+        "| variant | req/s | ratio to {} (min–max) | CPU ms per 1k requests | CPU per request / {} (min–max) | RSS MiB | p50 µs | p99 µs |",
+        variants[baseline].name, variants[floor].name
     );
-    println!("|---|---:|---:|---|---|---:|---:|");
-    for variant in variants {
+    println!("|---|---:|---:|---|---|---|---:|---:|");
+    for variant in variants.iter().filter(|v| !v.runs.is_empty()) {
         let rps = median(variant.runs.iter().map(|r| r.rps).collect());
         let ratios: Vec<f64> = variant
             .runs
@@ -328,9 +369,6 @@ fn table(title: &str, variants: &[Variant], baseline: usize) {
             .zip(&variants[baseline].runs)
             .map(|(run, base)| run.rps / base.rps)
             .collect();
-        let (lo, hi) = ratios
-            .iter()
-            .fold((f64::MAX, f64::MIN), |(lo, hi), r| (lo.min(*r), hi.max(*r)));
         let names: Vec<String> = variant.runs[0].cpu.iter().map(|(n, _)| n.clone()).collect();
         let cpu: Vec<String> = names
             .iter()
@@ -340,16 +378,33 @@ fn table(title: &str, variants: &[Variant], baseline: usize) {
                 format!("{name} {ms:.0}")
             })
             .collect();
+        let cpu_ratios: Vec<String> = names
+            .iter()
+            .enumerate()
+            .filter_map(|(i, name)| {
+                let ratios: Vec<f64> = variant
+                    .runs
+                    .iter()
+                    .zip(&variants[floor].runs)
+                    .filter_map(|(run, floor)| {
+                        let base = floor.cpu.iter().find(|(n, _)| n == name)?.1;
+                        Some(run.cpu[i].1 / base)
+                    })
+                    .collect();
+                (!ratios.is_empty()).then(|| format!("{name} {}", spread(&ratios)))
+            })
+            .collect();
         let rss: Vec<String> = variant.runs[0]
             .rss_kib
             .iter()
             .map(|(name, kib)| format!("{name} {:.0}", *kib as f64 / 1024.0))
             .collect();
         println!(
-            "| {} | {rps:.0} | {:.2} ({lo:.2}–{hi:.2}) | {} | {} | {:.0} | {:.0} |",
+            "| {} | {rps:.0} | {} | {} | {} | {} | {:.0} | {:.0} |",
             variant.name,
-            median(ratios.clone()),
+            spread(&ratios),
             cpu.join(", "),
+            cpu_ratios.join(", "),
             rss.join(", "),
             median(variant.runs.iter().map(|r| r.p50_us).collect()),
             median(variant.runs.iter().map(|r| r.p99_us).collect()),
@@ -385,18 +440,31 @@ fn main() -> Result<()> {
             body: unary_body(64),
             web: false,
             text: false,
+            marked: false,
         })
     };
-    let web = || {
+    let web = |marked| {
         Arc::new(Call {
             path: UNARY,
             headers: vec![("x-grpc-web", "1".into())],
             body: unary_body(64),
             web: true,
             text: false,
+            marked,
         })
     };
     let bridge = topology::wasm_module();
+    // THROUGHPUT_BASELINE=<a.wasm>:<b.wasm> adds chain and origin rows
+    // running other builds of the module (A/B of a change, in one run).
+    let baselines: Vec<(&'static str, PathBuf)> = std::env::var("THROUGHPUT_BASELINE")
+        .unwrap_or_default()
+        .split(':')
+        .filter(|path| !path.is_empty())
+        .map(|path| {
+            let name = format!("bridge, module {path}");
+            (&*Box::leak(name.into_boxed_str()), PathBuf::from(path))
+        })
+        .collect();
     let mut chain = vec![
         (
             "two Envoys, no filter",
@@ -418,16 +486,23 @@ fn main() -> Result<()> {
             "bridge, edge → nginx → origin",
             Topology::start_with_module(Hop::Nginx, Upstream::Server(server), &bridge)?,
         ),
-    ]
-    .into_iter()
-    .map(|(name, topology)| Variant {
-        name,
-        target: topology.edge,
-        topology: Arc::new(topology),
-        call: native(),
-        runs: Vec::new(),
-    })
-    .collect::<Vec<_>>();
+    ];
+    for (name, module) in &baselines {
+        chain.push((
+            name,
+            Topology::start_with_module(Hop::DirectHttp2, Upstream::Server(server), module)?,
+        ));
+    }
+    let mut chain = chain
+        .into_iter()
+        .map(|(name, topology)| Variant {
+            name,
+            target: topology.edge,
+            topology: Arc::new(topology),
+            call: native(),
+            runs: Vec::new(),
+        })
+        .collect::<Vec<_>>();
     // The same topologies carrying other native calls.
     let with_call = |path: &'static str, body: Bytes| -> Vec<Variant> {
         let call = Arc::new(Call {
@@ -436,6 +511,7 @@ fn main() -> Result<()> {
             body,
             web: false,
             text: false,
+            marked: false,
         });
         chain
             .iter()
@@ -457,52 +533,72 @@ fn main() -> Result<()> {
     let origin = |module: &std::path::Path, edit: fn(&mut Value) -> Result<()>| {
         Topology::start_origin_with("origin.yaml", server, module, edit)
     };
+    // Envoy's gRPC-web filter alone, then the prices of single hostcalls
+    // (a no-op filter making one kind of call 20 times), then the origin as
+    // shipped (gRPC-web filter gated on the marker, then the module) with
+    // the no-op filter in the module's place: the floor the bridge is held to.
+    let priced_rows = [
+        ("reading a header", "header"),
+        ("reading a response header", "response"),
+        ("reading the request body", "body"),
+        ("reading the header map", "map"),
+        ("reading the header map, unparsed", "rawmap"),
+        ("replacing a header", "set"),
+        ("reading the clock", "time"),
+        ("incrementing a counter", "metric"),
+    ];
     let mut origins = vec![
         (
             "Envoy's gRPC-web filter alone",
             origin(&bridge, native_filter_only)?,
+            false,
         ),
         (
             "gRPC-web filter + no-op Wasm filter",
             origin(&noop_module(), ungate_grpc_web)?,
+            false,
         ),
-        (
-            "gRPC-web filter + no-op Wasm filter reading a header 20 times",
-            origin(&noop_module(), |c| {
-                ungate_grpc_web(c)?;
-                set_plugin_configuration(c, "20")
+    ];
+    for (what, call) in priced_rows {
+        let name = format!("gRPC-web filter + no-op Wasm filter {what} 20 times");
+        let calls = format!("{call} 20");
+        origins.push((
+            Box::leak(name.into_boxed_str()),
+            Topology::start_origin_with("origin.yaml", server, &noop_module(), |c| {
+                priced(c, &calls)
             })?,
-        ),
-        (
-            "gRPC-web filter + no-op Wasm filter reading the header map 20 times",
-            origin(&noop_module(), |c| {
-                ungate_grpc_web(c)?;
-                set_plugin_configuration(c, "map 20")
-            })?,
-        ),
-        (
-            "bridge origin (gRPC-web filter + module)",
-            origin(&bridge, |_| Ok(()))?,
-        ),
-    ]
-    .into_iter()
-    .map(|(name, topology)| Variant {
-        name,
-        target: topology.edge,
-        topology: Arc::new(topology),
-        call: web(),
-        runs: Vec::new(),
-    })
-    .collect::<Vec<_>>();
+            false,
+        ));
+    }
+    origins.push((ORIGIN_FLOOR, origin(&noop_module(), |_| Ok(()))?, true));
+    origins.push((
+        "bridge origin (gRPC-web filter + module)",
+        origin(&bridge, |_| Ok(()))?,
+        true,
+    ));
+    for (name, module) in &baselines {
+        origins.push((name, origin(module, |_| Ok(()))?, true));
+    }
+    let mut origins = origins
+        .into_iter()
+        .map(|(name, topology, marked)| Variant {
+            name,
+            target: topology.edge,
+            topology: Arc::new(topology),
+            call: web(marked),
+            runs: Vec::new(),
+        })
+        .collect::<Vec<_>>();
     // grpc-web-text replies of growing size: Envoy's filter encodes them;
     // CPU per MiB should stay flat (linear), for the bridge as for it.
-    let text = |size: usize| {
+    let text = |size: usize, marked| {
         Arc::new(Call {
             path: UNARY,
             headers: vec![("x-grpc-web", "1".into())],
             body: Bytes::from(base64(&text_request(size))),
             web: true,
             text: true,
+            marked,
         })
     };
     let mut texts = Vec::new();
@@ -522,7 +618,7 @@ fn main() -> Result<()> {
                     name,
                     target: topology.edge,
                     topology: Arc::new(topology),
-                    call: text(size),
+                    call: text(size, name == "bridge origin"),
                     runs: Vec::new(),
                 },
             ));
@@ -530,7 +626,30 @@ fn main() -> Result<()> {
     }
     // THROUGHPUT_ONLY=chain, =large, =stream, =origin or =text measures one table.
     let only = std::env::var("THROUGHPUT_ONLY").unwrap_or_default();
-    for round in 0..ROUNDS {
+    let callers: usize = std::env::var("THROUGHPUT_STREAMS")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(STREAMS);
+    let rate: Option<f64> = std::env::var("THROUGHPUT_RATE")
+        .ok()
+        .and_then(|r| r.parse().ok());
+    // THROUGHPUT_VARIANTS=a|b* runs only the variant named a and those
+    // whose names start with b (and each table's first, the ratios' base);
+    // THROUGHPUT_ROUNDS=n.
+    let variants = std::env::var("THROUGHPUT_VARIANTS").unwrap_or_default();
+    let wanted = |name: &str, first: bool| {
+        first
+            || variants.is_empty()
+            || variants.split('|').any(|v| match v.strip_suffix('*') {
+                Some(prefix) => name.starts_with(prefix),
+                None => name == v,
+            })
+    };
+    let rounds: usize = std::env::var("THROUGHPUT_ROUNDS")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(ROUNDS);
+    for round in 0..rounds {
         let tables: [(&str, Vec<&mut Variant>); 5] = [
             ("chain", chain.iter_mut().collect()),
             ("large", large.iter_mut().collect()),
@@ -541,29 +660,49 @@ fn main() -> Result<()> {
         let selected = tables
             .into_iter()
             .filter(|(name, _)| only.is_empty() || *name == only);
-        for variant in selected.flat_map(|(_, variants)| variants) {
+        let selected = selected.flat_map(|(_, variants)| {
+            variants
+                .into_iter()
+                .enumerate()
+                .filter(|(i, v)| wanted(v.name, *i == 0))
+                .map(|(_, v)| v)
+        });
+        for variant in selected {
             let mut call = (*variant.call).clone();
-            if variant.name.starts_with("bridge origin") {
+            if call.marked {
                 call.headers.push(("x-grpc-web-bridge", marker(UNARY)));
             }
             let run = runtime
-                .block_on(load(&variant.topology, variant.target, Arc::new(call)))
+                .block_on(load(
+                    &variant.topology,
+                    variant.target,
+                    Arc::new(call),
+                    callers,
+                    rate,
+                ))
                 .with_context(|| format!("{} (round {round})", variant.name))?;
             variant.runs.push(run);
         }
     }
     println!(
-        "{ROUNDS} rounds × {SECONDS} s per variant, {STREAMS} concurrent unary calls (64-byte messages but in the text table), \
-         every Envoy one worker on core 0, client and server on core 1."
+        "{rounds} rounds × {} s per variant, {callers} concurrent unary calls (64-byte messages but in the text table), \
+         every Envoy one worker on core 0, client and server on core 1.",
+        seconds()
     );
     if !chain[0].runs.is_empty() {
-        table("Native gRPC through two Envoys (edge, origin)", &chain, 0);
+        table(
+            "Native gRPC through two Envoys (edge, origin)",
+            &chain,
+            0,
+            1,
+        );
     }
     if !large[0].runs.is_empty() {
         table(
             "1 MiB unary calls (1 MiB each way) through two Envoys",
             &large,
             0,
+            1,
         );
     }
     if !streams[0].runs.is_empty() {
@@ -571,10 +710,20 @@ fn main() -> Result<()> {
             "A server stream of 64 × 64 KiB (4 MiB a call) through two Envoys: MB/s = req/s × 4.19",
             &streams,
             0,
+            1,
         );
     }
     if !origins[0].runs.is_empty() {
-        table("gRPC-web at the origin (binary, marked)", &origins, 0);
+        let floor = origins
+            .iter()
+            .position(|v| v.name == ORIGIN_FLOOR)
+            .unwrap_or(0);
+        table(
+            "gRPC-web at the origin (binary, marked)",
+            &origins,
+            0,
+            floor,
+        );
     }
     if !texts[0].2.runs.is_empty() {
         println!("\n#### grpc-web-text replies at the origin: CPU per MiB by size\n");
