@@ -197,10 +197,6 @@ fn buffer_type(body: Body) -> u32 {
 }
 
 impl Host for EnvoyHost {
-    fn header(&self, map: Map, name: &str) -> Option<Vec<u8>> {
-        raw::get_header(map_type(map), name)
-    }
-
     fn headers(&self, map: Map) -> HeaderPairs {
         raw::get_headers(map_type(map))
     }
@@ -309,13 +305,6 @@ mod raw {
 
     #[link(wasm_import_module = "env")]
     unsafe extern "C" {
-        fn proxy_get_header_map_value(
-            map: u32,
-            key: *const u8,
-            key_len: usize,
-            value: *mut *mut u8,
-            value_len: *mut usize,
-        ) -> u32;
         fn proxy_get_header_map_pairs(map: u32, data: *mut *mut u8, len: *mut usize) -> u32;
         fn proxy_set_header_map_pairs(map: u32, data: *const u8, len: usize) -> u32;
         fn proxy_replace_header_map_value(
@@ -407,15 +396,6 @@ mod raw {
         // SAFETY: the host wrote `len` bytes into an allocation of exactly
         // `len` bytes made by this module's allocator, and hands it over.
         Some(unsafe { Vec::from_raw_parts(data, len, len) })
-    }
-
-    pub fn get_header(map: u32, name: &str) -> Option<Vec<u8>> {
-        let (mut data, mut len) = (null_mut(), 0);
-        // SAFETY: pointers to live locals and a live &str.
-        let status = unsafe {
-            proxy_get_header_map_value(map, name.as_ptr(), name.len(), &mut data, &mut len)
-        };
-        owned(status, data, len)
     }
 
     pub fn get_headers(map: u32) -> HeaderPairs {

@@ -161,16 +161,6 @@ pub fn metadata(fields: &[(&str, &str)]) -> Metadata {
 }
 
 impl Host for FakeHost {
-    fn header(&self, map: Map, name: &str) -> Option<Vec<u8>> {
-        self.reads.set(self.reads.get() + 1);
-        let fields = match map {
-            Map::RequestHeaders => &self.request_headers,
-            Map::ResponseHeaders => &self.response_headers,
-            Map::ResponseTrailers => &self.response_trailers,
-        };
-        fields.get(name).map(<[u8]>::to_vec)
-    }
-
     fn headers(&self, map: Map) -> HeaderPairs {
         self.reads.set(self.reads.get() + 1);
         HeaderPairs::from_metadata(match map {

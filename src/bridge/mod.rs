@@ -51,9 +51,8 @@ pub enum Action {
 /// What a state machine needs from Envoy. Failures of the underlying
 /// hostcalls are the adapter's to log; the machines carry on.
 pub trait Host {
-    /// The first value of `name`.
-    fn header(&self, map: Map, name: &str) -> Option<Vec<u8>>;
-    /// Every field, duplicates included, in order, read in one hostcall.
+    /// Every field, duplicates included, in order, read in one hostcall
+    /// (a read costs the same whether it brings one field or all).
     fn headers(&self, map: Map) -> HeaderPairs;
     fn set_header(&mut self, map: Map, name: &str, value: &[u8]);
     fn add_header(&mut self, map: Map, name: &str, value: &[u8]);
