@@ -161,10 +161,15 @@ impl Edge {
 
 impl StreamBridge for Edge {
     fn on_request_headers(&mut self, host: &mut dyn Host, end_of_stream: bool) -> Action {
-        // A marker the client sent is never trusted, whatever the request.
-        host.remove_header(Map::RequestHeaders, &self.config.marker.header);
         // One read of the whole map serves every field below.
         let request = host.headers(Map::RequestHeaders);
+        // A marker the client sent is never trusted, whatever the request.
+        remove_if_present(
+            host,
+            Map::RequestHeaders,
+            &request,
+            &self.config.marker.header,
+        );
         let content_type = request.get("content-type").and_then(ContentType::parse);
         let Some(content_type) = content_type.filter(|ct| ct.protocol == Protocol::Grpc) else {
             host.count(Counter::PassedThrough);
@@ -183,8 +188,8 @@ impl StreamBridge for Edge {
         let web = content_type.with_protocol(Protocol::GrpcWeb).render();
         host.set_header(Map::RequestHeaders, "content-type", web.as_bytes());
         host.set_header(Map::RequestHeaders, "accept", web.as_bytes());
-        host.remove_header(Map::RequestHeaders, "te");
-        host.remove_header(Map::RequestHeaders, "content-length");
+        remove_if_present(host, Map::RequestHeaders, &request, "te");
+        remove_if_present(host, Map::RequestHeaders, &request, "content-length");
         host.set_header(
             Map::RequestHeaders,
             &self.config.marker.header,
@@ -232,7 +237,7 @@ impl StreamBridge for Edge {
         // One read of the whole map serves every field below.
         let response = host.headers(Map::ResponseHeaders);
         let status = response.get(":status");
-        host.remove_header(Map::ResponseHeaders, "content-length");
+        remove_if_present(host, Map::ResponseHeaders, &response, "content-length");
         let status_in_headers = response.get("grpc-status").is_some();
         // A reply with grpc-status in its headers is gRPC even if a proxy
         // lost its content-type (Envoy's own local replies do).
@@ -397,6 +402,14 @@ impl WebBody {
             }),
             Ok(_) => decode_trailer_block(&plain),
         }
+    }
+}
+
+/// Removes `name` from `map` if the map as read (`fields`) has it: each
+/// change to a header map is a hostcall.
+fn remove_if_present(host: &mut dyn Host, map: Map, fields: &HeaderPairs, name: &str) {
+    if fields.get(name).is_some() {
+        host.remove_header(map, name);
     }
 }
 

@@ -158,6 +158,30 @@ mod edge {
         assert_status(host.downstream_trailers.as_ref().unwrap(), "0", "");
         // Request map, cluster, request chunk; response map, response chunk.
         assert_eq!(host.reads.get(), 5);
+        // Request: the client's marker, content-type, accept, te,
+        // content-length, our marker. Response: content-type; the status
+        // added as a trailer. Nothing absent is removed.
+        assert_eq!(host.header_writes, 8);
+    }
+
+    #[test]
+    fn headers_a_request_lacks_are_not_removed() {
+        let mut edge = Edge::new(config(Side::Edge, false));
+        let mut host = FakeHost::new();
+        let request = [
+            (":method", "POST"),
+            (":path", PATH),
+            ("content-type", "application/grpc"),
+            ("te", "trailers"),
+        ];
+        host.send_request_headers(&mut edge, &request, false);
+        // content-type, accept, te, the marker: no marker or
+        // content-length to remove.
+        assert_eq!(host.header_writes, 4);
+        assert_eq!(
+            host.request_headers.get(MARKER),
+            Some(signed_marker(0).as_bytes())
+        );
     }
 
     #[test]
