@@ -35,7 +35,7 @@ oci: build
 
 lint: setup
 	cargo fmt --all -- --check
-	cargo clippy --workspace --all-targets -- -D warnings
+	cargo clippy --workspace --all-targets --features grpc-web-bridge/fake-host -- -D warnings
 	cargo clippy -p grpc-web-bridge --target wasm32-wasip1 -- -D warnings
 
 ## Unit and property tests, natively.
@@ -92,7 +92,8 @@ bench: build setup-e2e
 	cargo run -q -p bridge-peers --release --bin bench
 	cargo run -q -p bridge-peers --release --bin throughput
 
-## Codec throughput (criterion), natively and as wasm32 in V8.
+## Codec throughput and a unary call through each state machine
+## (criterion), natively and as wasm32 in V8.
 bench-codec: setup
 	@scripts/bench-codec.sh
 

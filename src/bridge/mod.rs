@@ -19,7 +19,7 @@ use crate::metrics::Counter;
 pub mod edge;
 pub mod origin;
 
-#[cfg(any(test, feature = "fuzzing"))]
+#[cfg(any(test, feature = "fake-host"))]
 pub mod fake_host;
 #[cfg(test)]
 mod tests;
