@@ -354,10 +354,12 @@ impl Upstream {
             return Action::Pause;
         }
         // Whole frames, then the front of the next: the frames go, the
-        // front is carried (it lies in what was just read).
+        // front is carried. Both lie in what was just read, but for the
+        // skipped payload before it, which alone is read again.
         self.carried = unread[whole - read_from..].to_vec();
-        let front = host.body(Body::Response, 0, whole);
-        host.replace_body(Body::Response, size, &front);
+        let mut frames = host.body(Body::Response, 0, read_from).to_vec();
+        frames.extend_from_slice(&unread[..whole - read_from]);
+        host.replace_body(Body::Response, size, &frames);
         self.held = 0;
         Action::Continue
     }

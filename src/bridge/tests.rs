@@ -865,6 +865,20 @@ mod origin {
     }
 
     #[test]
+    fn a_chunk_ending_inside_the_next_frame_is_read_once() {
+        let (mut origin, mut host) = streaming();
+        let (first, second) = (message(b"first"), message(b"second"));
+        let mut chunk = first.clone();
+        chunk.extend_from_slice(&second[..3]);
+        host.send_response_body(&mut origin, &chunk, false);
+        assert_eq!(host.downstream_body, first);
+        // The whole frame goes back from what was read, not read again.
+        assert_eq!(host.body_bytes_read.get(), chunk.len());
+        host.send_response_body(&mut origin, &second[3..], false);
+        assert_eq!(host.downstream_body, [first, second].concat());
+    }
+
+    #[test]
     fn a_large_message_is_held_in_envoy_and_read_only_at_its_prefix() {
         let (mut origin, mut host) = streaming();
         // The largest frame the test config allows, in quarters.
