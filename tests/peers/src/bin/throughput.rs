@@ -337,7 +337,7 @@ fn median(mut values: Vec<f64>) -> f64 {
 }
 
 struct Variant {
-    name: &'static str,
+    name: String,
     topology: Arc<Topology>,
     target: SocketAddr,
     call: Arc<Call>,
@@ -456,13 +456,13 @@ fn main() -> Result<()> {
     let bridge = topology::wasm_module();
     // THROUGHPUT_BASELINE=<a.wasm>:<b.wasm> adds chain and origin rows
     // running other builds of the module (A/B of a change, in one run).
-    let baselines: Vec<(&'static str, PathBuf)> = std::env::var("THROUGHPUT_BASELINE")
+    let baselines: Vec<(String, PathBuf)> = std::env::var("THROUGHPUT_BASELINE")
         .unwrap_or_default()
         .split(':')
         .filter(|path| !path.is_empty())
         .map(|path| {
             let name = format!("bridge, module {path}");
-            (&*Box::leak(name.into_boxed_str()), PathBuf::from(path))
+            (name, PathBuf::from(path))
         })
         .collect();
     let mut chain = vec![
@@ -496,7 +496,7 @@ fn main() -> Result<()> {
     let mut chain = chain
         .into_iter()
         .map(|(name, topology)| Variant {
-            name,
+            name: name.to_string(),
             target: topology.edge,
             topology: Arc::new(topology),
             call: native(),
@@ -516,7 +516,7 @@ fn main() -> Result<()> {
         chain
             .iter()
             .map(|variant| Variant {
-                name: variant.name,
+                name: variant.name.clone(),
                 target: variant.target,
                 topology: variant.topology.clone(),
                 call: call.clone(),
@@ -549,12 +549,12 @@ fn main() -> Result<()> {
     ];
     let mut origins = vec![
         (
-            "Envoy's gRPC-web filter alone",
+            "Envoy's gRPC-web filter alone".into(),
             origin(&bridge, native_filter_only)?,
             false,
         ),
         (
-            "gRPC-web filter + no-op Wasm filter",
+            "gRPC-web filter + no-op Wasm filter".into(),
             origin(&noop_module(), ungate_grpc_web)?,
             false,
         ),
@@ -563,21 +563,25 @@ fn main() -> Result<()> {
         let name = format!("gRPC-web filter + no-op Wasm filter {what} 20 times");
         let calls = format!("{call} 20");
         origins.push((
-            Box::leak(name.into_boxed_str()),
+            name,
             Topology::start_origin_with("origin.yaml", server, &noop_module(), |c| {
                 priced(c, &calls)
             })?,
             false,
         ));
     }
-    origins.push((ORIGIN_FLOOR, origin(&noop_module(), |_| Ok(()))?, true));
     origins.push((
-        "bridge origin (gRPC-web filter + module)",
+        ORIGIN_FLOOR.into(),
+        origin(&noop_module(), |_| Ok(()))?,
+        true,
+    ));
+    origins.push((
+        "bridge origin (gRPC-web filter + module)".into(),
         origin(&bridge, |_| Ok(()))?,
         true,
     ));
     for (name, module) in &baselines {
-        origins.push((name, origin(module, |_| Ok(()))?, true));
+        origins.push((name.clone(), origin(module, |_| Ok(()))?, true));
     }
     let mut origins = origins
         .into_iter()
@@ -615,7 +619,7 @@ fn main() -> Result<()> {
                 size,
                 label,
                 Variant {
-                    name,
+                    name: name.to_string(),
                     target: topology.edge,
                     topology: Arc::new(topology),
                     call: text(size, name == "bridge origin"),
@@ -664,7 +668,7 @@ fn main() -> Result<()> {
             variants
                 .into_iter()
                 .enumerate()
-                .filter(|(i, v)| wanted(v.name, *i == 0))
+                .filter(|(i, v)| wanted(&v.name, *i == 0))
                 .map(|(_, v)| v)
         });
         for variant in selected {
