@@ -81,6 +81,15 @@ pub struct Marker {
 }
 
 impl Marker {
+    /// The header in which the edge carries a call's native content type
+    /// when it is not plain `application/grpc` (and the origin the
+    /// upstream's reply's, when it differs from the request's): Envoy's
+    /// gRPC-web filter converts only the proto content types, so the hop
+    /// itself sees `application/grpc-web` (docs/design.md).
+    pub fn content_type_header(&self) -> String {
+        format!("{}-content-type", self.header)
+    }
+
     /// An accepted key by its id.
     pub fn key(&self, id: &str) -> Option<&[u8]> {
         self.keys.get(id).map(|key| key.as_bytes())

@@ -70,6 +70,8 @@ fn slug(kind: &ErrorKind) -> &'static str {
         ErrorKind::NotGrpc => "not_grpc",
         ErrorKind::InvalidMarker(_) => "invalid_marker",
         ErrorKind::DeadlineExceeded => "deadline_exceeded",
+        ErrorKind::MalformedContentType(_) => "malformed_content_type",
+        ErrorKind::UnconvertedContentType(_) => "unconverted_content_type",
     }
 }
 

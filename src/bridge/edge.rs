@@ -13,6 +13,7 @@
 //! are added as real HTTP/2 trailers (Envoy creates the trailer map when a
 //! filter adds to it in the last body callback).
 
+use std::borrow::Cow;
 use std::io::Read;
 use std::rc::Rc;
 
@@ -21,10 +22,12 @@ use flate2::read::{GzDecoder, ZlibDecoder};
 
 use super::{
     Action, Body, Deadline, FrameReader, Host, Map, StreamBridge, error_fields, finish_trailers,
-    finish_trailers_only, make_marker, reply_error, report,
+    finish_trailers_only, make_marker, reply_error, report, shown,
 };
 use crate::abi::HeaderPairs;
-use crate::codec::{ContentType, Error, ErrorKind, Metadata, Peer, Protocol, decode_trailer_block};
+use crate::codec::{
+    Claim, ContentType, Error, ErrorKind, Metadata, Peer, Protocol, decode_trailer_block,
+};
 use crate::config::Config;
 use crate::metrics::Counter;
 
@@ -81,7 +84,13 @@ pub struct Edge {
     request: Request,
     response: Response,
     deadline: Option<Deadline>,
+    /// The client's content type, the reply's unless the origin says the
+    /// upstream answered with another.
+    native_content_type: Cow<'static, str>,
 }
+
+/// The plain native gRPC content type.
+const GRPC: &str = "application/grpc";
 
 impl Edge {
     pub fn new(config: Rc<Config>) -> Self {
@@ -90,6 +99,30 @@ impl Edge {
             request: Request::PassThrough,
             response: Response::Done,
             deadline: None,
+            native_content_type: Cow::Borrowed(GRPC),
+        }
+    }
+
+    /// The native content type of a gRPC-web reply (`web`, its headers as
+    /// read in `response`): the upstream's own, if the origin carried it;
+    /// a gRPC-web server's subtype other than proto; else the request's.
+    fn reply_content_type(
+        &self,
+        host: &mut dyn Host,
+        response: &HeaderPairs,
+        web: &ContentType,
+    ) -> Cow<'static, str> {
+        let carried = self.config.marker.content_type_header();
+        if let Some(value) = response.get(&carried) {
+            host.remove_header(Map::ResponseHeaders, &carried);
+            let native = ContentType::parse(value).filter(|ct| ct.protocol == Protocol::Grpc);
+            if let Some(native) = native {
+                return Cow::Owned(native.render());
+            }
+        }
+        match web.subtype.as_deref() {
+            None | Some("proto") => self.native_content_type.clone(),
+            Some(_) => Cow::Owned(web.with_protocol(Protocol::Grpc).render()),
         }
     }
 
@@ -170,24 +203,47 @@ impl StreamBridge for Edge {
             &request,
             &self.config.marker.header,
         );
-        let content_type = request.get("content-type").and_then(ContentType::parse);
-        let Some(content_type) = content_type.filter(|ct| ct.protocol == Protocol::Grpc) else {
-            host.count(Counter::PassedThrough);
-            return Action::Continue;
+        // Nor is the content type header only the edge may set.
+        let carried = self.config.marker.content_type_header();
+        remove_if_present(host, Map::RequestHeaders, &request, &carried);
+        let value = request.get("content-type").unwrap_or_default();
+        let content_type = match ContentType::classify(value) {
+            Claim::Grpc(ct) if ct.protocol == Protocol::Grpc => Some(ct),
+            Claim::Malformed => None,
+            // gRPC-web passes on untouched: the origin may serve browsers.
+            Claim::Grpc(_) | Claim::Other => {
+                host.count(Counter::PassedThrough);
+                return Action::Continue;
+            }
         };
         if !self.routed_to_an_origin(host) {
             host.count(Counter::PassedThrough);
             return Action::Continue;
         }
+        let Some(content_type) = content_type else {
+            let error = ErrorKind::MalformedContentType(shown(value)).from(Peer::Downstream);
+            return self.fail_request(host, error);
+        };
         let now = host.now_millis();
         let Some(marker) = make_marker(&request, &self.config.marker, now) else {
             log::error!("grpc-web-bridge: cannot sign the marker; the request passes unconverted");
             host.count(Counter::PassedThrough);
             return Action::Continue;
         };
-        let web = content_type.with_protocol(Protocol::GrpcWeb).render();
-        host.set_header(Map::RequestHeaders, "content-type", web.as_bytes());
-        host.set_header(Map::RequestHeaders, "accept", web.as_bytes());
+        // Envoy's gRPC-web filter at the origin converts only these two
+        // (with text mode, four) content types; any subtype is carried in
+        // the bridge's own header and restored there (docs/design.md).
+        let hop: &[u8] = match content_type.subtype.as_deref() {
+            Some("proto") => b"application/grpc-web+proto",
+            _ => b"application/grpc-web",
+        };
+        host.set_header(Map::RequestHeaders, "content-type", hop);
+        host.set_header(Map::RequestHeaders, "accept", hop);
+        if content_type.subtype.is_some() {
+            let native = content_type.render();
+            host.set_header(Map::RequestHeaders, &carried, native.as_bytes());
+            self.native_content_type = Cow::Owned(native);
+        }
         remove_if_present(host, Map::RequestHeaders, &request, "te");
         remove_if_present(host, Map::RequestHeaders, &request, "content-length");
         host.set_header(
@@ -228,7 +284,8 @@ impl StreamBridge for Edge {
         match self.response {
             Response::Waiting => {}
             Response::LocalReply => {
-                host.set_header(Map::ResponseHeaders, "content-type", b"application/grpc");
+                let reply = self.native_content_type.as_bytes();
+                host.set_header(Map::ResponseHeaders, "content-type", reply);
                 self.response = Response::Done;
                 return Action::Continue;
             }
@@ -268,7 +325,8 @@ impl StreamBridge for Edge {
                     ),
                 };
                 host.set_header(Map::ResponseHeaders, ":status", b"200");
-                host.set_header(Map::ResponseHeaders, "content-type", b"application/grpc");
+                let reply = self.native_content_type.as_bytes();
+                host.set_header(Map::ResponseHeaders, "content-type", reply);
                 self.fail_response(host, kind);
                 if end_of_stream {
                     for (name, value) in self.final_trailers(host, None).unwrap_or_default().iter()
@@ -279,7 +337,7 @@ impl StreamBridge for Edge {
                 return Action::Continue;
             }
         };
-        let native = web.with_protocol(Protocol::Grpc).render();
+        let native = self.reply_content_type(host, &response, &web);
         host.set_header(Map::ResponseHeaders, "content-type", native.as_bytes());
         if end_of_stream {
             // Headers that end the stream are already a trailers-only reply.
@@ -288,8 +346,10 @@ impl StreamBridge for Edge {
             return Action::Continue;
         }
         let encoding = response.get("grpc-encoding").map(<[u8]>::to_vec);
-        let header_trailers =
-            status_in_headers.then(|| move_metadata_out_of_headers(host, &response));
+        let header_trailers = status_in_headers.then(|| {
+            let carried = self.config.marker.content_type_header();
+            move_metadata_out_of_headers(host, &response, &carried)
+        });
         self.response = Response::Web(WebBody {
             reader: FrameReader::new(
                 web.protocol == Protocol::GrpcWebText,
@@ -415,10 +475,16 @@ fn remove_if_present(host: &mut dyn Host, map: Map, fields: &HeaderPairs, name: 
 
 /// Moves the gRPC metadata of a trailers-only reply out of the response
 /// headers; it becomes the trailers at the end of the body.
-fn move_metadata_out_of_headers(host: &mut dyn Host, headers: &HeaderPairs) -> Metadata {
+/// (`carried`: the bridge's content-type header, already dealt with).
+fn move_metadata_out_of_headers(
+    host: &mut dyn Host,
+    headers: &HeaderPairs,
+    carried: &str,
+) -> Metadata {
     let mut moved = Metadata::default();
     for (name, value) in headers.to_metadata().0 {
         let http_level = name.starts_with(':')
+            || name == carried
             || name.starts_with("x-envoy-")
             || HTTP_LEVEL_HEADERS.contains(&name.as_str());
         if !http_level {

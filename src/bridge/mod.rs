@@ -233,6 +233,17 @@ fn error_fields(error: &Error) -> Metadata {
     status_fields(error.code(), &error.to_string())
 }
 
+/// A header value as an error message shows it: lossy UTF-8, at most 64
+/// characters (a hostile value can be 60 KiB).
+fn shown(value: &[u8]) -> String {
+    const MAX: usize = 64;
+    let value = String::from_utf8_lossy(value);
+    match value.char_indices().nth(MAX) {
+        Some((end, _)) => format!("{}...", &value[..end]),
+        None => value.into_owned(),
+    }
+}
+
 /// Logs and counts an error; every error passes through here once.
 fn report(host: &mut dyn Host, error: &Error) {
     log::warn!("{error}");

@@ -9,7 +9,10 @@
 //! what only it can do:
 //!
 //! ```text
-//! request:   marker verified (wrong → UNAUTHENTICATED), removed; deadline armed
+//! request:   gRPC-web Envoy's filter did not convert, or a malformed
+//!            gRPC content type: refused (marked, or browsers served)
+//!            marker verified (wrong → UNAUTHENTICATED), removed; the
+//!            client's content type restored; deadline armed
 //!            Checking ──(body end | bad frame → local reply)──► Done
 //! response:  Waiting ──headers──► Streaming ──trailers | body end──► Done
 //!               │                    └─ only whole frames leave; a frame the
@@ -23,15 +26,19 @@
 //! malformed one becomes an error, a truncated message INTERNAL, and any
 //! error after the deadline DEADLINE_EXCEEDED.
 
+use std::borrow::Cow;
 use std::rc::Rc;
 
 use bytes::Bytes;
 
 use super::{
     Action, Body, Deadline, FrameReader, Host, Map, StreamBridge, check_marker, error_fields,
-    finish_trailers, finish_trailers_only, reply_error, report,
+    finish_trailers, finish_trailers_only, reply_error, report, shown,
 };
-use crate::codec::{ContentType, Error, ErrorKind, FrameScanner, Metadata, Peer, Piece, Protocol};
+use crate::abi::HeaderPairs;
+use crate::codec::{
+    Claim, ContentType, Error, ErrorKind, FrameScanner, Metadata, Peer, Piece, Protocol,
+};
 use crate::config::Config;
 use crate::metrics::Counter;
 
@@ -80,6 +87,14 @@ pub struct Origin {
     request: Request,
     response: Response,
     deadline: Option<Deadline>,
+    /// The edge's marker was verified: the edge reads what the origin
+    /// tells it in the content-type header (docs/design.md).
+    marked: bool,
+    /// The native content type the upstream got, when not `application/grpc`.
+    native_content_type: Option<String>,
+    /// The content-type of a local reply: the request's own when Envoy's
+    /// gRPC-web filter will not give it one.
+    reply_content_type: Cow<'static, str>,
 }
 
 impl Origin {
@@ -89,7 +104,49 @@ impl Origin {
             request: Request::PassThrough,
             response: Response::PassThrough,
             deadline: None,
+            marked: false,
+            native_content_type: None,
+            reply_content_type: Cow::Borrowed(GRPC),
         }
+    }
+
+    /// A request that claims gRPC-web (or gRPC) but will not be converted:
+    /// refused with a clear status, never passed on half-converted.
+    /// Unmarked gRPC-web is left alone unless browsers are served: it is
+    /// not ours.
+    fn refuse_unconverted(
+        &mut self,
+        host: &mut dyn Host,
+        request: &HeaderPairs,
+        claim: Claim,
+        value: &[u8],
+    ) -> Action {
+        let marked = request.get(&self.config.marker.header).is_some();
+        if !marked && !self.config.serve_browsers {
+            host.count(Counter::PassedThrough);
+            return Action::Continue;
+        }
+        let now = host.now_millis();
+        if let Some(Err(refusal)) = check_marker(host, &self.config.marker, request, now) {
+            return self.fail(
+                host,
+                ErrorKind::InvalidMarker(refusal).from(Peer::Downstream),
+            );
+        }
+        let (kind, reply) = match claim {
+            Claim::Grpc(content_type) => (
+                ErrorKind::UnconvertedContentType(shown(value)),
+                content_type.render(),
+            ),
+            Claim::Malformed | Claim::Other => (
+                ErrorKind::MalformedContentType(shown(value)),
+                reply_type_for_malformed(value).to_string(),
+            ),
+        };
+        // Envoy's gRPC-web filter did not take this request, so it will not
+        // set the reply's content-type either.
+        self.reply_content_type = Cow::Owned(reply);
+        self.fail(host, kind.from(Peer::Downstream))
     }
 
     /// Ends the stream with a trailers-only reply; Envoy's gRPC-web filter
@@ -120,26 +177,23 @@ impl StreamBridge for Origin {
         // One read of the whole map serves every field below: each read
         // costs more than the module's own work (docs/benchmarks.md).
         let request = host.headers(Map::RequestHeaders);
-        let Some(content_type) = request.get("content-type").and_then(ContentType::parse) else {
-            host.count(Counter::PassedThrough);
-            return Action::Continue;
-        };
-        let header = &self.config.marker.header;
-        if content_type.protocol.is_web() {
-            // Envoy's gRPC-web filter did not run: an unmarked browser call
-            // (left alone), or a configuration without that filter.
-            if request.get(header).is_some() {
-                log::error!(
-                    "grpc-web-bridge: a marked request reached the origin module still in gRPC-web: \
-                     envoy.filters.http.grpc_web must run before it (docs/deploy.md)"
-                );
+        let value = request.get("content-type").unwrap_or_default();
+        match ContentType::classify(value) {
+            Claim::Other => {
+                host.count(Counter::PassedThrough);
+                return Action::Continue;
             }
-            host.count(Counter::PassedThrough);
-            return Action::Continue;
+            Claim::Grpc(content_type) if content_type.protocol == Protocol::Grpc => {}
+            // Envoy's gRPC-web filter did not convert it: a content type it
+            // does not know, or a configuration without that filter.
+            claim => return self.refuse_unconverted(host, &request, claim, value),
         }
         let now = host.now_millis();
         match check_marker(host, &self.config.marker, &request, now) {
-            Some(Ok(())) => host.count(Counter::Converted),
+            Some(Ok(())) => {
+                host.count(Counter::Converted);
+                self.marked = true;
+            }
             Some(Err(refusal)) => {
                 let error = ErrorKind::InvalidMarker(refusal).from(Peer::Downstream);
                 return self.fail(host, error);
@@ -153,6 +207,22 @@ impl StreamBridge for Origin {
             None => {
                 host.count(Counter::PassedThrough);
                 return Action::Continue;
+            }
+        }
+        let carried = self.config.marker.content_type_header();
+        if let Some(value) = request.get(&carried) {
+            host.remove_header(Map::RequestHeaders, &carried);
+            if self.marked {
+                // The client's own content type, which Envoy's gRPC-web
+                // filter could not have carried.
+                let native = ContentType::parse(value).filter(|ct| ct.protocol == Protocol::Grpc);
+                let Some(native) = native else {
+                    let kind = ErrorKind::MalformedContentType(shown(value));
+                    return self.fail(host, kind.from(Peer::Downstream));
+                };
+                let native = native.render();
+                host.set_header(Map::RequestHeaders, "content-type", native.as_bytes());
+                self.native_content_type = Some(native);
             }
         }
         self.deadline = request
@@ -185,7 +255,8 @@ impl StreamBridge for Origin {
             Response::Waiting => {}
             Response::LocalReply => {
                 // Envoy drops the content-type of a local reply without a body.
-                host.set_header(Map::ResponseHeaders, "content-type", b"application/grpc");
+                let reply = self.reply_content_type.as_bytes();
+                host.set_header(Map::ResponseHeaders, "content-type", reply);
                 self.response = Response::Done;
                 return Action::Continue;
             }
@@ -193,11 +264,23 @@ impl StreamBridge for Origin {
         }
         let response = host.headers(Map::ResponseHeaders);
         let status = response.get(":status");
-        let grpc = response
+        let native = response
             .get("content-type")
             .and_then(ContentType::parse)
-            .is_some_and(|ct| ct.protocol == Protocol::Grpc);
-        let failure = (status != Some(b"200") || !grpc).then(|| not_grpc_reply(host, status));
+            .filter(|ct| ct.protocol == Protocol::Grpc);
+        let failure =
+            (status != Some(b"200") || native.is_none()).then(|| not_grpc_reply(host, status));
+        if let (None, Some(native), true) = (&failure, native, self.marked) {
+            // Envoy's gRPC-web filter writes `application/grpc-web+proto`
+            // whatever the upstream said: the edge learns the real one here
+            // when it is not the request's.
+            let native = native.render();
+            let requested = self.native_content_type.as_deref().unwrap_or(GRPC);
+            if native != requested {
+                let carried = self.config.marker.content_type_header();
+                host.add_header(Map::ResponseHeaders, &carried, native.as_bytes());
+            }
+        }
         if let Some(error) = &failure {
             // A gRPC error instead, body dropped (Envoy's gRPC-web filter
             // would keep the HTTP status, which clients read as a network
@@ -392,6 +475,22 @@ impl Upstream {
     fn ending(&self, otherwise: ErrorKind) -> Error {
         self.unfinished()
             .unwrap_or_else(|| otherwise.from(Peer::Upstream))
+    }
+}
+
+/// The plain native gRPC content type.
+const GRPC: &str = "application/grpc";
+
+/// A reply's content-type for a request whose content-type is malformed:
+/// the protocol it seems to speak, so its client can read the status.
+fn reply_type_for_malformed(value: &[u8]) -> &'static str {
+    let value = String::from_utf8_lossy(value).to_ascii_lowercase();
+    if value.contains("grpc-web-text") {
+        "application/grpc-web-text+proto"
+    } else if value.contains("grpc-web") {
+        "application/grpc-web+proto"
+    } else {
+        GRPC
     }
 }
 

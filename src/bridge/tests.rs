@@ -158,10 +158,11 @@ mod edge {
         assert_status(host.downstream_trailers.as_ref().unwrap(), "0", "");
         // Request map, cluster, request chunk; response map, response chunk.
         assert_eq!(host.reads.get(), 5);
-        // Request: the client's marker, content-type, accept, te,
-        // content-length, our marker. Response: content-type; the status
-        // added as a trailer. Nothing absent is removed.
-        assert_eq!(host.header_writes, 8);
+        // Request: the client's marker, content-type, accept, the client's
+        // content type (+proto) carried, te, content-length, our marker.
+        // Response: content-type; the status added as a trailer. Nothing
+        // absent is removed.
+        assert_eq!(host.header_writes, 9);
     }
 
     #[test]
@@ -290,7 +291,10 @@ mod edge {
             Action::Pause
         );
         let reply = deliver_reply(&mut host, &mut edge);
-        assert_eq!(reply.get("content-type"), Some(&b"application/grpc"[..]));
+        assert_eq!(
+            reply.get("content-type"),
+            Some(&b"application/grpc+proto"[..])
+        );
         assert_status(
             &reply,
             "8",
@@ -370,7 +374,10 @@ mod edge {
             true,
         );
         let headers = host.downstream_headers.unwrap();
-        assert_eq!(headers.get("content-type"), Some(&b"application/grpc"[..]));
+        assert_eq!(
+            headers.get("content-type"),
+            Some(&b"application/grpc+proto"[..])
+        );
         assert_eq!(headers.get("grpc-status"), Some(&b"12"[..]));
         assert!(host.downstream_body.is_empty());
     }
@@ -527,7 +534,10 @@ mod edge {
             }
             let headers = host.downstream_headers.clone().unwrap();
             assert_eq!(headers.get(":status"), Some(&b"200"[..]));
-            assert_eq!(headers.get("content-type"), Some(&b"application/grpc"[..]));
+            assert_eq!(
+                headers.get("content-type"),
+                Some(&b"application/grpc+proto"[..])
+            );
             let status_block = if eos {
                 headers
             } else {
@@ -662,7 +672,10 @@ mod edge {
             "4",
             "grpc-web-bridge: deadline exceeded before the upstream answered",
         );
-        assert_eq!(headers.get("content-type"), Some(&b"application/grpc"[..]));
+        assert_eq!(
+            headers.get("content-type"),
+            Some(&b"application/grpc+proto"[..])
+        );
     }
 
     #[test]
@@ -688,6 +701,182 @@ mod edge {
         host.advance_to(&mut edge, 1000);
         host.advance_to(&mut edge, 2000);
         assert!(host.reset);
+    }
+
+    /// The header in which the content type crosses the hop.
+    const CARRIED: &str = "x-grpc-web-bridge-content-type";
+
+    fn converted_as(content_type: &str) -> (Edge, FakeHost) {
+        let mut edge = Edge::new(config(Side::Edge, false));
+        let mut host = FakeHost::new();
+        let request = [
+            (":method", "POST"),
+            (":path", PATH),
+            ("content-type", content_type),
+            (CARRIED, "application/grpc+forged"),
+        ];
+        host.send_request_headers(&mut edge, &request, false);
+        (edge, host)
+    }
+
+    #[test]
+    fn a_subtype_crosses_the_hop_in_the_bridge_header_under_a_type_envoy_converts() {
+        for (client, hop, carried) in [
+            ("application/grpc", "application/grpc-web", None),
+            (
+                "application/grpc+proto",
+                "application/grpc-web+proto",
+                Some("application/grpc+proto"),
+            ),
+            (
+                "Application/GRPC+JSON; charset=utf-8",
+                "application/grpc-web",
+                Some("application/grpc+json"),
+            ),
+            (
+                "application/grpc+x-custom.v1",
+                "application/grpc-web",
+                Some("application/grpc+x-custom.v1"),
+            ),
+        ] {
+            let (_, host) = converted_as(client);
+            let headers = &host.request_headers;
+            assert_eq!(
+                headers.get("content-type"),
+                Some(hop.as_bytes()),
+                "{client}"
+            );
+            assert_eq!(headers.get("accept"), Some(hop.as_bytes()), "{client}");
+            // The client's own copy never crosses.
+            assert_eq!(headers.get(CARRIED), carried.map(str::as_bytes), "{client}");
+            assert_eq!(host.counters, [Counter::Converted]);
+        }
+    }
+
+    #[test]
+    fn the_reply_has_the_requests_content_type_or_the_one_the_origin_carried() {
+        let cases = [
+            ("application/grpc+json", None, "application/grpc+json"),
+            ("application/grpc", None, "application/grpc"),
+            (
+                "application/grpc+json",
+                Some("application/grpc"),
+                "application/grpc",
+            ),
+            (
+                "application/grpc",
+                Some("application/grpc+proto"),
+                "application/grpc+proto",
+            ),
+            // Not a native content type: the request's wins.
+            (
+                "application/grpc+json",
+                Some("application/grpc-web+x"),
+                "application/grpc+json",
+            ),
+        ];
+        for (client, carried, expected) in cases {
+            for trailers_only in [false, true] {
+                let (mut edge, mut host) = converted_as(client);
+                let mut response = vec![
+                    (":status", "200"),
+                    ("content-type", "application/grpc-web+proto"),
+                ];
+                if trailers_only {
+                    response.push(("grpc-status", "5"));
+                }
+                response.extend(carried.map(|c| (CARRIED, c)));
+                host.send_response_headers(&mut edge, &response, trailers_only);
+                let headers = host.downstream_headers.clone().unwrap();
+                assert_eq!(
+                    headers.get("content-type"),
+                    Some(expected.as_bytes()),
+                    "{client} {carried:?}"
+                );
+                assert_eq!(headers.get(CARRIED), None);
+            }
+        }
+    }
+
+    #[test]
+    fn a_grpc_web_servers_own_subtype_is_kept() {
+        let (mut edge, mut host) = converted_as("application/grpc");
+        let response = [
+            (":status", "200"),
+            ("content-type", "application/grpc-web+json"),
+        ];
+        host.send_response_headers(&mut edge, &response, false);
+        let headers = host.downstream_headers.unwrap();
+        assert_eq!(
+            headers.get("content-type"),
+            Some(&b"application/grpc+json"[..])
+        );
+    }
+
+    #[test]
+    fn the_carried_header_is_not_moved_into_trailers() {
+        let (mut edge, mut host) = converted_as("application/grpc+json");
+        let response = [
+            (":status", "200"),
+            ("content-type", "application/grpc-web+proto"),
+            ("grpc-status", "0"),
+            ("x-meta", "m"),
+            (CARRIED, "application/grpc"),
+        ];
+        host.send_response_headers(&mut edge, &response, false);
+        host.send_response_body(&mut edge, b"", true);
+        let trailers = host.downstream_trailers.unwrap();
+        assert_eq!(trailers, metadata(&[("grpc-status", "0"), ("x-meta", "m")]));
+    }
+
+    #[test]
+    fn errors_carry_the_requests_content_type() {
+        let (mut edge, mut host) = converted_as("application/grpc+json");
+        let response = [(":status", "503"), ("content-type", "text/plain")];
+        host.send_response_headers(&mut edge, &response, true);
+        let headers = host.downstream_headers.unwrap();
+        assert_eq!(
+            headers.get("content-type"),
+            Some(&b"application/grpc+json"[..])
+        );
+        assert_eq!(headers.get("grpc-status"), Some(&b"14"[..]));
+    }
+
+    #[test]
+    fn a_malformed_grpc_content_type_is_refused_not_passed_on() {
+        for value in [
+            "application/grpc+",
+            "application/grpc+a/b",
+            "application/grpcweb",
+            "application/grpc-webby",
+        ] {
+            let (mut edge, mut host) = converted_as(value);
+            assert!(host.upstream_body.is_empty());
+            let reply = deliver_reply(&mut host, &mut edge);
+            assert_status(
+                &reply,
+                "13",
+                &format!("grpc-web-bridge: client sent a malformed gRPC content-type {value:?}"),
+            );
+            assert_eq!(reply.get("content-type"), Some(&b"application/grpc"[..]));
+            assert_eq!(
+                host.counters,
+                [Counter::Error(Peer::Downstream, "malformed_content_type")]
+            );
+        }
+    }
+
+    #[test]
+    fn a_long_malformed_content_type_is_cut_in_the_message() {
+        let value = format!("application/grpc+{}", "é".repeat(5000));
+        let (mut edge, mut host) = converted_as(&value);
+        let reply = deliver_reply(&mut host, &mut edge);
+        let (_, message) = status_of(&reply);
+        let shown: String = value.chars().take(64).collect();
+        assert_eq!(
+            message,
+            format!("grpc-web-bridge: client sent a malformed gRPC content-type \"{shown}...\"")
+        );
     }
 }
 
@@ -782,7 +971,8 @@ mod origin {
     fn unconverted_grpc_web_and_unmarked_grpc_pass_untouched() {
         for (fields, serve_browsers) in [
             (vec![("content-type", "application/grpc-web")], false),
-            (vec![("content-type", "application/grpc-web-text")], true),
+            (vec![("content-type", "application/grpc-web+json")], false),
+            (vec![("content-type", "application/grpc-web+")], false),
             (vec![("content-type", "application/grpc")], false),
             (vec![("content-type", "text/plain"), (MARKER, "x")], false),
         ] {
@@ -1188,5 +1378,209 @@ mod origin {
         host.advance_to(&mut origin, 1200);
         assert!(host.reset);
         assert!(host.counters.contains(&Counter::DeadlineReset));
+    }
+
+    const CARRIED: &str = "x-grpc-web-bridge-content-type";
+
+    fn marked_as(carried: &str) -> (Origin, FakeHost) {
+        let marker = signed_marker(0);
+        start(
+            &[
+                ("content-type", "application/grpc"),
+                (MARKER, &marker),
+                (CARRIED, carried),
+            ],
+            false,
+        )
+    }
+
+    #[test]
+    fn the_carried_content_type_is_restored_for_the_upstream() {
+        for (carried, upstream) in [
+            ("application/grpc+json", "application/grpc+json"),
+            ("application/grpc+proto", "application/grpc+proto"),
+            ("Application/GRPC+Thrift", "application/grpc+thrift"),
+        ] {
+            let (_, host) = marked_as(carried);
+            let headers = &host.request_headers;
+            assert_eq!(headers.get("content-type"), Some(upstream.as_bytes()));
+            assert_eq!(headers.get(CARRIED), None);
+            assert_eq!(host.counters, [Counter::Converted]);
+        }
+    }
+
+    #[test]
+    fn the_upstreams_content_type_is_carried_back_only_when_it_differs() {
+        let marker = signed_marker(0);
+        let plain = [
+            ("content-type", "application/grpc"),
+            (MARKER, marker.as_str()),
+        ];
+        let cases = [
+            (Some("application/grpc+json"), "application/grpc+json", None),
+            (
+                Some("application/grpc+json"),
+                "application/grpc",
+                Some("application/grpc"),
+            ),
+            (None, "application/grpc", None),
+            (
+                None,
+                "application/grpc+proto",
+                Some("application/grpc+proto"),
+            ),
+        ];
+        for (carried, upstream, back) in cases {
+            for trailers_only in [false, true] {
+                let (mut origin, mut host) = match carried {
+                    Some(carried) => marked_as(carried),
+                    None => start(&plain, false),
+                };
+                let mut response = vec![(":status", "200"), ("content-type", upstream)];
+                if trailers_only {
+                    response.push(("grpc-status", "0"));
+                }
+                host.send_response_headers(&mut origin, &response, trailers_only);
+                let headers = host.downstream_headers.unwrap();
+                assert_eq!(
+                    headers.get(CARRIED),
+                    back.map(str::as_bytes),
+                    "{carried:?} {upstream}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn an_invalid_carried_content_type_is_refused() {
+        let (mut origin, mut host) = marked_as("application/grpc-web+json");
+        let reply = deliver_reply(&mut host, &mut origin);
+        assert_status(
+            &reply,
+            "13",
+            "grpc-web-bridge: client sent a malformed gRPC content-type \"application/grpc-web+json\"",
+        );
+    }
+
+    #[test]
+    fn an_unmarked_carried_content_type_is_dropped_not_used() {
+        let (_, host) = start(
+            &[
+                ("content-type", "application/grpc"),
+                ("x-grpc-web", "1"),
+                (CARRIED, "application/grpc+json"),
+            ],
+            true,
+        );
+        let headers = &host.request_headers;
+        assert_eq!(headers.get("content-type"), Some(&b"application/grpc"[..]));
+        assert_eq!(headers.get(CARRIED), None);
+        // Nothing is carried back to a browser.
+        let (mut origin, mut host) = (Origin::new(config(Side::Origin, true)), host);
+        host.send_request_headers(&mut origin, &[("content-type", "application/grpc")], false);
+        host.send_response_headers(
+            &mut origin,
+            &[
+                (":status", "200"),
+                ("content-type", "application/grpc+json"),
+            ],
+            false,
+        );
+        assert_eq!(host.downstream_headers.unwrap().get(CARRIED), None);
+    }
+
+    /// gRPC-web Envoy's filter did not convert reaches the module as it
+    /// was: a browser origin refuses it with a status in the client's own
+    /// protocol, never passing it on half-converted.
+    #[test]
+    fn grpc_web_envoy_did_not_convert_is_refused_at_a_browser_origin() {
+        let cases = [
+            (
+                "application/grpc-web+proto; charset=utf-8",
+                "unconverted",
+                "application/grpc-web+proto",
+            ),
+            (
+                "Application/GRPC-Web",
+                "unconverted",
+                "application/grpc-web",
+            ),
+            (
+                "application/grpc-web-text+proto; charset=utf-8",
+                "unconverted",
+                "application/grpc-web-text+proto",
+            ),
+            (
+                "application/grpc-web+json",
+                "unconverted",
+                "application/grpc-web+json",
+            ),
+            (
+                "application/grpc-web+",
+                "malformed",
+                "application/grpc-web+proto",
+            ),
+            (
+                "application/grpc-web-text+a b",
+                "malformed",
+                "application/grpc-web-text+proto",
+            ),
+            ("application/grpcx", "malformed", "application/grpc"),
+        ];
+        for (value, kind, reply_type) in cases {
+            let (mut origin, mut host) = start(&[("content-type", value)], true);
+            let reply = deliver_reply(&mut host, &mut origin);
+            let (code, message) = status_of(&reply);
+            assert_eq!(code, "13", "{value}");
+            let expected = match kind {
+                "malformed" => {
+                    format!("grpc-web-bridge: client sent a malformed gRPC content-type {value:?}")
+                }
+                _ => format!(
+                    "grpc-web-bridge: client sent content-type {value:?}, which this origin does not convert (gRPC-web: application/grpc-web or application/grpc-web-text, optionally +proto, without parameters)"
+                ),
+            };
+            assert_eq!(message, expected);
+            assert_eq!(
+                reply.get("content-type"),
+                Some(reply_type.as_bytes()),
+                "{value}"
+            );
+            assert_eq!(
+                host.counters,
+                [Counter::Error(
+                    Peer::Downstream,
+                    if kind == "malformed" {
+                        "malformed_content_type"
+                    } else {
+                        "unconverted_content_type"
+                    }
+                )]
+            );
+        }
+    }
+
+    #[test]
+    fn a_marked_request_envoy_did_not_convert_is_refused_and_a_forged_one_unauthenticated() {
+        let marker = signed_marker(0);
+        let (mut origin, mut host) = start(
+            &[
+                ("content-type", "application/grpc-web+json"),
+                (MARKER, &marker),
+            ],
+            false,
+        );
+        let (code, _) = status_of(&deliver_reply(&mut host, &mut origin));
+        assert_eq!(code, "13");
+        assert_eq!(host.request_headers.get(MARKER), None);
+        let (mut origin, mut host) = start(
+            &[
+                ("content-type", "application/grpc-web+json"),
+                (MARKER, "forged"),
+            ],
+            false,
+        );
+        let (code, _) = status_of(&deliver_reply(&mut host, &mut origin));
+        assert_eq!(code, "16");
     }
 }

@@ -36,21 +36,55 @@ pub struct ContentType {
     pub subtype: Option<String>,
 }
 
+/// What a request's content-type claims, for deciding between converting,
+/// refusing and leaving it alone.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Claim {
+    /// A valid gRPC or gRPC-web content type.
+    Grpc(ContentType),
+    /// Starts like a gRPC content type (`application/grpc...`) but is none:
+    /// an empty or invalid subtype, or an unknown protocol. Refused, never
+    /// passed on half-understood.
+    Malformed,
+    /// Not gRPC at all: left alone.
+    Other,
+}
+
 impl ContentType {
-    /// Classifies a content-type value; `None` if it is not gRPC or gRPC-web.
-    /// Letter case and parameters (`; charset=...`) are tolerated.
-    pub fn parse(value: &[u8]) -> Option<Self> {
-        let value = std::str::from_utf8(value).ok()?;
-        let essence = value.split(';').next()?.trim().to_ascii_lowercase();
+    /// Classifies a content-type value. Letter case and parameters
+    /// (`; charset=...`) are tolerated, as the gRPC specs allow; the
+    /// subtype must be an HTTP token.
+    pub fn classify(value: &[u8]) -> Claim {
+        const FAMILY: &[u8] = b"application/grpc";
+        let essence = value.split(|&b| b == b';').next().unwrap_or_default();
+        let essence = essence.trim_ascii();
+        if essence.len() < FAMILY.len() || !essence[..FAMILY.len()].eq_ignore_ascii_case(FAMILY) {
+            return Claim::Other;
+        }
+        let Ok(essence) = std::str::from_utf8(essence) else {
+            return Claim::Malformed;
+        };
+        let essence = essence.to_ascii_lowercase();
         let (base, subtype) = match essence.split_once('+') {
-            Some((_, "")) => return None,
+            Some((_, subtype)) if !is_token(subtype) => return Claim::Malformed,
             Some((base, subtype)) => (base, Some(subtype.to_string())),
             None => (essence.as_str(), None),
         };
-        let protocol = [Protocol::Grpc, Protocol::GrpcWeb, Protocol::GrpcWebText]
+        match [Protocol::Grpc, Protocol::GrpcWeb, Protocol::GrpcWebText]
             .into_iter()
-            .find(|p| p.media_type() == base)?;
-        Some(Self { protocol, subtype })
+            .find(|p| p.media_type() == base)
+        {
+            Some(protocol) => Claim::Grpc(Self { protocol, subtype }),
+            None => Claim::Malformed,
+        }
+    }
+
+    /// A valid gRPC or gRPC-web content type; `None` for anything else.
+    pub fn parse(value: &[u8]) -> Option<Self> {
+        match Self::classify(value) {
+            Claim::Grpc(content_type) => Some(content_type),
+            Claim::Malformed | Claim::Other => None,
+        }
     }
 
     /// The same message format carried by another protocol.
@@ -68,6 +102,13 @@ impl ContentType {
             None => self.protocol.media_type().to_string(),
         }
     }
+}
+
+/// An HTTP token (RFC 9110 `tchar`s), as a media subtype must be.
+fn is_token(s: &str) -> bool {
+    !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*-.^_`|~".contains(&b))
 }
 
 #[cfg(test)]
@@ -119,19 +160,62 @@ mod tests {
     }
 
     #[test]
-    fn rejects_non_grpc_and_near_misses() {
+    fn leaves_other_content_types_alone() {
         for value in [
             "application/json",
             "text/html",
+            "application/grp",
+            "",
+            "grpc",
+        ] {
+            assert_eq!(
+                ContentType::classify(value.as_bytes()),
+                Claim::Other,
+                "{value}"
+            );
+        }
+        assert_eq!(ContentType::classify(&[0xff, 0xfe]), Claim::Other);
+    }
+
+    #[test]
+    fn near_misses_of_the_grpc_family_are_malformed_not_other() {
+        let mut values = vec![
             "application/grpc-webtext",
             "application/grpc-text",
             "application/grpcweb",
             "application/grpc+",
-            "",
-        ] {
-            assert_eq!(classify(value), None, "{value}");
+            "application/grpc-web+",
+            "application/grpc+pro to",
+            "application/grpc+a/b",
+            "application/grpc+json+x",
+            "Application/GRPC-Foo",
+        ]
+        .into_iter()
+        .map(|v| v.as_bytes().to_vec())
+        .collect::<Vec<_>>();
+        values.push(b"application/grpc+\xff".to_vec());
+        values.push([b"application/grpc+".as_slice(), &[0xc3, 0xa9]].concat());
+        for value in values {
+            assert_eq!(
+                ContentType::classify(&value),
+                Claim::Malformed,
+                "{}",
+                String::from_utf8_lossy(&value)
+            );
+            assert_eq!(ContentType::parse(&value), None);
         }
-        assert_eq!(ContentType::parse(&[0xff, 0xfe]), None);
+    }
+
+    #[test]
+    fn any_token_subtype_is_valid() {
+        for subtype in ["json", "thrift", "x-custom.v1", "a_b~c"] {
+            let value = format!("application/grpc+{subtype}; charset=utf-8");
+            assert_eq!(
+                classify(&value),
+                Some((Protocol::Grpc, Some(subtype))),
+                "{value}"
+            );
+        }
     }
 
     #[test]

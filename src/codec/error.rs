@@ -70,6 +70,11 @@ pub enum ErrorKind {
     NotGrpc,
     /// A request carried a bridge marker the origin refuses.
     InvalidMarker(crate::marker::Refusal),
+    /// A content-type that starts like gRPC's but is none (the value seen).
+    MalformedContentType(String),
+    /// Origin: gRPC-web that Envoy's gRPC-web filter did not convert (it
+    /// converts only `application/grpc-web[-text][+proto]`, exactly).
+    UnconvertedContentType(String),
     /// The call's `grpc-timeout` passed before the upstream answered (the
     /// HTTP error a proxy then sends is the symptom, not the cause).
     DeadlineExceeded,
@@ -186,6 +191,15 @@ impl fmt::Display for Error {
                 write!(f, "{who} sent a bridge marker that {refusal}")
             }
             ErrorKind::DeadlineExceeded => write!(f, "deadline exceeded before the {who} answered"),
+            ErrorKind::MalformedContentType(value) => {
+                write!(f, "{who} sent a malformed gRPC content-type {value:?}")
+            }
+            ErrorKind::UnconvertedContentType(value) => write!(
+                f,
+                "{who} sent content-type {value:?}, which this origin does not convert \
+                 (gRPC-web: application/grpc-web or application/grpc-web-text, \
+                 optionally +proto, without parameters)"
+            ),
         }
     }
 }

@@ -13,7 +13,7 @@ pub mod trailers;
 mod test_support;
 
 pub use self::base64::{Base64Decoder, Base64Encoder};
-pub use content_type::{ContentType, Protocol};
+pub use content_type::{Claim, ContentType, Protocol};
 pub use error::{Error, ErrorKind, Peer};
 pub use frame::{Frame, FrameDecoder, FrameHeader, FrameScanner, Piece, encode_frame};
 pub use status::{
