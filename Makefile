@@ -60,7 +60,7 @@ fuzz: setup
 ## End-to-end: real Envoy, nginx and gRPC peers on 127.0.0.1.
 test-e2e: oci setup-e2e
 	@echo "==> end-to-end tests (real Envoy, nginx, tonic/h2 and grpcio peers, docker-compose, registry)"
-	cargo test -p bridge-peers --release --test compose --test oci --test chain --test conformance --test load --test clients
+	cargo test -p bridge-peers --release --test compose --test oci --test chain --test conformance --test content_types --test load --test clients
 	@echo "==> the compose topology on a real Docker engine, images built locally (no pull)"
 	@scripts/compose.sh
 	@echo "==> capacity: 2000 streams held through the hop, a 20 s soak (docs/capacity.md)"

@@ -83,18 +83,25 @@ pub fn python_interop() -> std::process::Command {
 /// Starts the grpcio interop server on an ephemeral loopback port. It sends
 /// no response headers before its first message, unlike tonic.
 pub fn grpcio_server() -> Result<Peer> {
+    listening_peer("grpcio interop server", python_interop().arg("server"))
+}
+
+/// Starts a server that prints `listening PORT` once it listens on an
+/// ephemeral loopback port.
+pub fn listening_peer(name: &str, command: &mut std::process::Command) -> Result<Peer> {
     let log = std::env::temp_dir().join(format!(
-        "grpcio-server-{}-{}.log",
+        "{}-{}-{}.log",
+        name.replace(' ', "-"),
         std::process::id(),
         topology::free_port()?
     ));
-    let child = topology::spawn(python_interop().arg("server"), &log)?;
+    let child = topology::spawn(command, &log)?;
     let mut peer = Peer {
         address: SocketAddr::from(([127, 0, 0, 1], 0)),
         child,
         log,
     };
-    topology::wait_for("grpcio interop server", || {
+    topology::wait_for(name, || {
         let text = std::fs::read_to_string(&peer.log).unwrap_or_default();
         match text
             .lines()

@@ -19,6 +19,10 @@ use tokio::net::{TcpListener, TcpStream};
 pub enum Step {
     /// Response headers: status and fields; `true` ends the stream.
     Headers(u16, Vec<(&'static str, &'static str)>, bool),
+    /// HTTP/2: status 200 and these fields, with the request's own
+    /// content-type as the reply's and in `x-seen-content-type` (a server
+    /// that answers in the codec it was asked for, and says what it got).
+    EchoContentType(Vec<(&'static str, &'static str)>, bool),
     /// Body bytes (HTTP/2: one DATA frame; HTTP/1.1: one chunk); `true` ends the stream.
     Data(Vec<u8>, bool),
     /// HTTP/2 trailers (ends the stream).
@@ -84,6 +88,7 @@ async fn h2_reply(
     scripts: &Scripts,
 ) -> Result<()> {
     let path = request.uri().path().to_string();
+    let content_type = request.headers().get("content-type").cloned();
     // Read the whole request first: these scripts answer unary calls.
     let mut body = request.into_body();
     while let Some(chunk) = body.data().await {
@@ -99,6 +104,16 @@ async fn h2_reply(
             Step::Headers(status, fields, end) => {
                 let mut response = Response::builder().status(*status).body(())?;
                 *response.headers_mut() = header_map(fields)?;
+                stream = Some(respond.send_response(response, *end)?);
+            }
+            Step::EchoContentType(fields, end) => {
+                let mut response = Response::builder().status(200).body(())?;
+                let headers = response.headers_mut();
+                *headers = header_map(fields)?;
+                if let Some(value) = &content_type {
+                    headers.insert("content-type", value.clone());
+                    headers.insert("x-seen-content-type", value.clone());
+                }
                 stream = Some(respond.send_response(response, *end)?);
             }
             Step::Data(bytes, end) => {
@@ -198,6 +213,7 @@ async fn http1_reply(socket: TcpStream, scripts: &Scripts) -> Result<()> {
                 socket.flush().await?;
             }
             Step::Trailers(_) => bail!("HTTP/1.1 scripts carry no trailers"),
+            Step::EchoContentType(..) => bail!("HTTP/1.1 scripts do not echo"),
             Step::Sleep(duration) => tokio::time::sleep(*duration).await,
             Step::Reset => return Ok(()),
         }
@@ -306,8 +322,10 @@ pub async fn h2_call(
     let mut request = Request::builder()
         .method("POST")
         .uri(format!("http://{address}{path}"))
-        .header("content-type", "application/grpc")
         .header("te", "trailers");
+    if !headers.iter().any(|(name, _)| *name == "content-type") {
+        request = request.header("content-type", "application/grpc");
+    }
     for (name, value) in headers {
         request = request.header(*name, *value);
     }

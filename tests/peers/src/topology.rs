@@ -476,7 +476,7 @@ impl Topology {
                 &workers,
                 "--disable-hot-restart",
                 "--log-level",
-                "warn",
+                &std::env::var("BRIDGE_ENVOY_LOG_LEVEL").unwrap_or_else(|_| "warn".into()),
             ]),
             &self.dir.join(format!("{}.log", service.name)),
         )
