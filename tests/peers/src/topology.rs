@@ -116,15 +116,51 @@ pub fn local_envoy_config(path: &Path, ports: &HashMap<u16, u16>, module: &Path)
 }
 
 /// An Envoy config's container paths (the module, the edge's certificate)
-/// moved to this checkout's files.
+/// moved to this checkout's files, and made loadable by the Envoy under
+/// test (see [`envoy_limits_header_fields`]).
 pub fn local_files(config: &str, module: &Path) -> Result<String> {
     let certificates = repo_root().join("envoy/tls");
     if config.contains("/etc/envoy/tls/") && !certificates.join("tls.crt").exists() {
         bail!("envoy/tls/tls.crt is missing: run `make build` (scripts/dev-cert.sh)");
     }
-    Ok(config
+    let mut config = config
         .replace("/etc/envoy/grpc_web_bridge.wasm", &module.to_string_lossy())
-        .replace("/etc/envoy/tls/", &format!("{}/", certificates.display())))
+        .replace("/etc/envoy/tls/", &format!("{}/", certificates.display()));
+    if !envoy_limits_header_fields() {
+        for setting in [
+            "\"max_header_field_size_kb\":256",
+            "max_header_field_size_kb: 256",
+        ] {
+            config = config.replace(setting, "");
+        }
+    }
+    Ok(config)
+}
+
+/// The Envoy under test's version, (major, minor), from `envoy --version`.
+pub fn envoy_version() -> (u32, u32) {
+    static VERSION: std::sync::OnceLock<(u32, u32)> = std::sync::OnceLock::new();
+    *VERSION.get_or_init(|| {
+        let output = Command::new(envoy_binary()).arg("--version").output();
+        let text = output.map(|o| String::from_utf8_lossy(&o.stdout).into_owned());
+        // "envoy  version: <sha>/1.36.4/Clean/RELEASE/BoringSSL"
+        let text = text.unwrap_or_default();
+        let version = text.split("version:").nth(1).unwrap_or_default();
+        let mut numbers = version
+            .split('/')
+            .nth(1)
+            .unwrap_or_default()
+            .split('.')
+            .map(|n| n.parse().unwrap_or(0));
+        (numbers.next().unwrap_or(0), numbers.next().unwrap_or(0))
+    })
+}
+
+/// Whether the Envoy under test has `max_header_field_size_kb` (1.38 on),
+/// which the shipped origin configs set so that one trailer field may
+/// exceed 64 KiB; on older lines the setting is dropped from them.
+pub fn envoy_limits_header_fields() -> bool {
+    envoy_version() >= (1, 38)
 }
 
 /// Runs `envoy --mode validate` on `config` (YAML or JSON text); the
