@@ -6,7 +6,7 @@ SHELL := bash
 WASM := dist/grpc_web_bridge.wasm
 WASM_TEST_RUNNER := CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUNNER=wasm-bindgen-test-runner
 
-.PHONY: all setup setup-e2e build oci lint test test-native test-wasm test-fuzz test-e2e compose fuzz soak demo bench bench-codec matrix clean
+.PHONY: all setup setup-e2e build oci deploy lint test test-native test-wasm test-fuzz test-e2e compose fuzz soak demo bench bench-codec matrix clean
 
 all: build
 
@@ -32,6 +32,15 @@ build: setup
 ## OCI layout in dist/oci: tags `compat` (Istio, Envoy Gateway) and `artifact` (CNCF Wasm).
 oci: build
 	@scripts/oci-layout.sh
+
+## The manifests of envoy/deploy/ rendered into dist/deploy with the
+## build's digests; REGISTRY and MODULE_URL are required (docs/deploy.md).
+deploy: oci
+	@REGISTRY="$(REGISTRY)" MODULE_URL="$(MODULE_URL)" MARKER_KEY="$(MARKER_KEY)" \
+	  NAMESPACE="$(NAMESPACE)" ORIGIN_NAMESPACE="$(ORIGIN_NAMESPACE)" ORIGIN_APP="$(ORIGIN_APP)" \
+	  ORIGIN_PORT="$(ORIGIN_PORT)" EDGE_ROUTE="$(EDGE_ROUTE)" EDGE_GATEWAY="$(EDGE_GATEWAY)" \
+	  ORIGIN_GATEWAY="$(ORIGIN_GATEWAY)" ORIGIN_LISTENER="$(ORIGIN_LISTENER)" \
+	  scripts/deploy-render.sh
 
 lint: setup
 	cargo fmt --all -- --check
@@ -60,7 +69,7 @@ fuzz: setup
 ## End-to-end: real Envoy, nginx and gRPC peers on 127.0.0.1.
 test-e2e: oci setup-e2e
 	@echo "==> end-to-end tests (real Envoy, nginx, tonic/h2 and grpcio peers, docker-compose, registry)"
-	cargo test -p bridge-peers --release --test compose --test oci --test chain --test conformance --test content_types --test load --test clients
+	cargo test -p bridge-peers --release --test compose --test deploy --test oci --test chain --test conformance --test content_types --test load --test clients
 	@echo "==> the compose topology on a real Docker engine, images built locally (no pull)"
 	@scripts/compose.sh
 	@echo "==> capacity: 2000 streams held through the hop, a 20 s soak (docs/capacity.md)"

@@ -263,10 +263,16 @@ fn huge_trailers() -> [(&'static str, Vec<(&'static str, &'static str)>); 2] {
     let value: &'static str = Box::leak("y".repeat(68).into_boxed_str());
     let mut many = vec![("grpc-status", "0")];
     for i in 0..1000 {
-        many.push((Box::leak(format!("x-many-{i:04}").into_boxed_str()) as &str, value));
+        many.push((
+            Box::leak(format!("x-many-{i:04}").into_boxed_str()) as &str,
+            value,
+        ));
     }
     [
-        ("/trailers-100kb", vec![("grpc-status", "0"), ("x-big", one)]),
+        (
+            "/trailers-100kb",
+            vec![("grpc-status", "0"), ("x-big", one)],
+        ),
         ("/trailers-100kb-in-1000-fields", many),
     ]
 }
@@ -755,44 +761,46 @@ fn main() -> Result<()> {
     for (path, name, code, message) in hostile_native_cases() {
         // One field over 64 KiB needs Envoy's max_header_field_size_kb (1.38 on).
         let ignored = path == "/trailers-100kb" && !topology::envoy_limits_header_fields();
-        trials.push(trial(
-            format!("hostile_upstream::{name}"),
-            &runtime,
-            &chain,
-            move |t| async move {
-                let started = std::time::Instant::now();
-                let native = h2_call(t.edge, path, &[], &frame(0, b"")).await?;
-                let native_took = started.elapsed();
-                let origin = t.origin_or_edge();
-                let started = std::time::Instant::now();
-                let web = http1_call(
-                    origin,
-                    path,
-                    &[GRPC_WEB, (MARKER, &marker(path))],
-                    &frame(0, b""),
-                )
-                .await?;
-                // A clear status at once, not a reset after a timeout.
-                for took in [native_took, started.elapsed()] {
-                    ensure!(took < Duration::from_secs(1), "took {took:?}");
-                }
-                for r in [native, web] {
-                    status_is(&r, code, &message)?;
-                    let body = match r.body_trailers() {
-                        Some(block) => &r.body[..r.body.len() - block.len() - 5],
-                        None => &r.body[..],
-                    };
-                    ensure!(body == hello(), "body {:?}", r.body);
-                }
-                // The next normal call on the same Envoys works.
-                status_is(
-                    &h2_call(t.edge, "/bin-metadata", &[], &frame(0, b"")).await?,
-                    "0",
-                    "",
-                )
-            },
-        )
-        .with_ignored_flag(ignored));
+        trials.push(
+            trial(
+                format!("hostile_upstream::{name}"),
+                &runtime,
+                &chain,
+                move |t| async move {
+                    let started = std::time::Instant::now();
+                    let native = h2_call(t.edge, path, &[], &frame(0, b"")).await?;
+                    let native_took = started.elapsed();
+                    let origin = t.origin_or_edge();
+                    let started = std::time::Instant::now();
+                    let web = http1_call(
+                        origin,
+                        path,
+                        &[GRPC_WEB, (MARKER, &marker(path))],
+                        &frame(0, b""),
+                    )
+                    .await?;
+                    // A clear status at once, not a reset after a timeout.
+                    for took in [native_took, started.elapsed()] {
+                        ensure!(took < Duration::from_secs(1), "took {took:?}");
+                    }
+                    for r in [native, web] {
+                        status_is(&r, code, &message)?;
+                        let body = match r.body_trailers() {
+                            Some(block) => &r.body[..r.body.len() - block.len() - 5],
+                            None => &r.body[..],
+                        };
+                        ensure!(body == hello(), "body {:?}", r.body);
+                    }
+                    // The next normal call on the same Envoys works.
+                    status_is(
+                        &h2_call(t.edge, "/bin-metadata", &[], &frame(0, b"")).await?,
+                        "0",
+                        "",
+                    )
+                },
+            )
+            .with_ignored_flag(ignored),
+        );
     }
 
     let web = runtime.block_on(http1_server(web_scripts()))?;
@@ -1182,7 +1190,11 @@ fn browser_trials(
             "application/grpc-web-text; charset=utf-8",
             text(&frame(0, b"")),
         ),
-        ("upper_case_content_type", "Application/gRPC-Web", frame(0, b"")),
+        (
+            "upper_case_content_type",
+            "Application/gRPC-Web",
+            frame(0, b""),
+        ),
         ("json_subtype", "application/grpc-web+json", frame(0, b"")),
     ] {
         cases.push((
@@ -1198,8 +1210,16 @@ fn browser_trials(
         ("empty_subtype", "application/grpc-web+"),
         ("subtype_with_a_space", "application/grpc-web-text+pro to"),
     ] {
-        let message = format!("grpc-web-bridge: client sent a malformed gRPC content-type {content_type:?}");
-        cases.push((name, content_type, frame(0, b""), vec![], "13", leak(message)));
+        let message =
+            format!("grpc-web-bridge: client sent a malformed gRPC content-type {content_type:?}");
+        cases.push((
+            name,
+            content_type,
+            frame(0, b""),
+            vec![],
+            "13",
+            leak(message),
+        ));
     }
     for (name, content_type, body, path, size) in [
         (

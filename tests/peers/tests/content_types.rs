@@ -24,7 +24,6 @@ use bridge_peers::topology::{self, Hop, Topology, Upstream};
 use libtest_mimic::{Arguments, Trial};
 use serde_json::Value;
 
-
 /// The content types every subtype case runs with.
 const CONTENT_TYPES: [&str; 4] = [
     "application/grpc",
@@ -132,7 +131,11 @@ fn subtype_trials(
                 if path != "/plain-reply" {
                     ensure!(through["x-seen-content-type"] == content_type);
                 }
-                let status = if path == "/echo/trailers-only" { "5" } else { "0" };
+                let status = if path == "/echo/trailers-only" {
+                    "5"
+                } else {
+                    "0"
+                };
                 ensure!(through["grpc-status"] == status, "{through:#?}");
                 normal_call(&t).await
             }));
@@ -204,7 +207,10 @@ fn edge_counter(t: &Topology) -> u64 {
 async fn normal_call(t: &Topology) -> Result<()> {
     let r = h2_call(t.edge, "/echo/unary", &[], &frame(0, b"")).await?;
     let through = seen(&r).context("the next normal call on the same Envoys")?;
-    ensure!(through["grpc-status"] == "0", "next normal call: {through:#?}");
+    ensure!(
+        through["grpc-status"] == "0",
+        "next normal call: {through:#?}"
+    );
     Ok(())
 }
 
