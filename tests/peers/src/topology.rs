@@ -329,6 +329,17 @@ impl Topology {
 
     /// Like [`Topology::start`], with both Envoys loading `module`.
     pub fn start_with_module(hop: Hop, upstream: Upstream, module: &Path) -> Result<Topology> {
+        Self::start_with_nginx(hop, upstream, module, Ok)
+    }
+
+    /// Like [`Topology::start_with_module`], with `edit` applied to the
+    /// localized nginx.conf (the benchmark's before-and-after of the hop).
+    pub fn start_with_nginx(
+        hop: Hop,
+        upstream: Upstream,
+        module: &Path,
+        edit: impl FnOnce(String) -> Result<String>,
+    ) -> Result<Topology> {
         let graph = Graph::load()?;
         let chain = graph.chain("edge")?;
         let [edge, hop_service, origin, server] = chain.as_slice() else {
@@ -388,7 +399,7 @@ impl Topology {
             if hop == Hop::Nginx {
                 std::fs::write(
                     dir.join("nginx/nginx.conf"),
-                    local_nginx_config(hop_service, &ports)?,
+                    edit(local_nginx_config(hop_service, &ports)?)?,
                 )?;
                 let child = spawn(
                     pinned(Path::new("nginx"))

@@ -22,6 +22,8 @@ use prost::Message;
 use serde_json::Value;
 
 const STREAMS: usize = 32;
+/// Calls in flight in the hop table: past nginx's old 32 idle connections.
+const HOP_STREAMS: usize = 128;
 const SECONDS: u64 = 4;
 /// Seconds per run: SECONDS unless THROUGHPUT_SECONDS says otherwise.
 fn seconds() -> u64 {
@@ -46,6 +48,8 @@ struct Run {
     rss_kib: Vec<(String, u64)>,
     p50_us: f64,
     p99_us: f64,
+    /// TCP connections the origin accepted per 100 calls (the hop's reuse).
+    origin_connections: f64,
 }
 
 #[derive(Clone)]
@@ -223,13 +227,27 @@ async fn load(
         tokio::spawn(connection);
         clients.push(client);
     }
-    // Warm up the connections and the Envoys' pools.
+    // Warm up the connections and the Envoys' pools, up to the calls in
+    // flight the run will have (each hop connection is opened once).
     for client in &mut clients {
         for _ in 0..20 {
             call(client, target, &c).await?;
         }
     }
+    let mut warming = Vec::new();
+    for i in 0..streams {
+        let mut client = clients[i % clients.len()].clone();
+        let c = c.clone();
+        warming.push(tokio::spawn(
+            async move { call(&mut client, target, &c).await },
+        ));
+    }
+    for warm in warming {
+        warm.await??;
+    }
     let pids = topology.pids();
+    let accepted = || Topology::counter(topology.origin_admin_or_edge(), ORIGIN_CONNECTIONS);
+    let accepted_before = accepted();
     let before: Vec<f64> = pids.iter().map(|(_, pid)| cpu_seconds(*pid)).collect();
     let failed = Arc::new(AtomicU64::new(0));
     let started = Instant::now();
@@ -286,8 +304,12 @@ async fn load(
             .collect(),
         p50_us: at(0.5),
         p99_us: at(0.99),
+        origin_connections: (accepted() - accepted_before) as f64 * 100.0 / done,
     })
 }
+
+/// The origin's accepted connections (its HTTP connection manager's stat).
+const ORIGIN_CONNECTIONS: &str = "http.origin.downstream_cx_total";
 
 fn noop_module() -> PathBuf {
     topology::repo_root().join("target/wasm32-wasip1/wasm/noop_filter.wasm")
@@ -357,10 +379,10 @@ fn spread(ratios: &[f64]) -> String {
 fn table(title: &str, variants: &[Variant], baseline: usize, floor: usize) {
     println!("\n#### {title}\n");
     println!(
-        "| variant | req/s | ratio to {} (min–max) | CPU ms per 1k requests | CPU per request / {} (min–max) | RSS MiB | p50 µs | p99 µs |",
+        "| variant | req/s | ratio to {} (min–max) | CPU ms per 1k requests | CPU per request / {} (min–max) | RSS MiB | p50 µs | p99 µs | origin connections per 100 calls |",
         variants[baseline].name, variants[floor].name
     );
-    println!("|---|---:|---:|---|---|---|---:|---:|");
+    println!("|---|---:|---:|---|---|---|---:|---:|---:|");
     for variant in variants.iter().filter(|v| !v.runs.is_empty()) {
         let rps = median(variant.runs.iter().map(|r| r.rps).collect());
         let ratios: Vec<f64> = variant
@@ -400,7 +422,7 @@ fn table(title: &str, variants: &[Variant], baseline: usize, floor: usize) {
             .map(|(name, kib)| format!("{name} {:.0}", *kib as f64 / 1024.0))
             .collect();
         println!(
-            "| {} | {rps:.0} | {} | {} | {} | {} | {:.0} | {:.0} |",
+            "| {} | {rps:.0} | {} | {} | {} | {} | {:.0} | {:.0} | {:.2} |",
             variant.name,
             spread(&ratios),
             cpu.join(", "),
@@ -408,6 +430,7 @@ fn table(title: &str, variants: &[Variant], baseline: usize, floor: usize) {
             rss.join(", "),
             median(variant.runs.iter().map(|r| r.p50_us).collect()),
             median(variant.runs.iter().map(|r| r.p99_us).collect()),
+            median(variant.runs.iter().map(|r| r.origin_connections).collect()),
         );
     }
 }
@@ -493,6 +516,57 @@ fn main() -> Result<()> {
             Topology::start_with_module(Hop::DirectHttp2, Upstream::Server(server), module)?,
         ));
     }
+    // The hop alone: the plain pair, and the no-op filter through the
+    // shipped nginx.conf and through it as it was (32 idle connections
+    // kept, 1000 calls a connection), then the bridge through the shipped
+    // one; HOP_STREAMS in flight.
+    let before = |conf: String| -> Result<String> {
+        ensure!(
+            conf.contains("keepalive 1024;"),
+            "nginx.conf no longer keeps 1024 idle connections"
+        );
+        Ok(conf
+            .replace("keepalive 1024;", "keepalive 32;")
+            .replace("keepalive_requests 100000;", ""))
+    };
+    let hop_variants = vec![
+        (
+            "two Envoys, no filter, over HTTP/2",
+            Topology::start(Hop::PlainHttp2, Upstream::Server(server))?,
+        ),
+        (
+            "two Envoys, no-op Wasm filter, through nginx",
+            Topology::start_with_module(Hop::Nginx, Upstream::Server(server), &noop_module())?,
+        ),
+        (
+            "two Envoys, no-op Wasm filter, through nginx with keepalive 32 (before)",
+            Topology::start_with_nginx(
+                Hop::Nginx,
+                Upstream::Server(server),
+                &noop_module(),
+                before,
+            )?,
+        ),
+        (
+            "bridge, edge → nginx → origin",
+            Topology::start_with_module(Hop::Nginx, Upstream::Server(server), &bridge)?,
+        ),
+    ];
+    let mut hops: Vec<Variant> = hop_variants
+        .into_iter()
+        .map(|(name, topology)| Variant {
+            name: name.to_string(),
+            target: topology.edge,
+            topology: Arc::new(topology),
+            // Without the bridge the hop drops native gRPC's trailers: the
+            // no-op chains carry the marked gRPC-web the origin converts.
+            call: match name.starts_with("bridge") {
+                true => native(),
+                false => web(true),
+            },
+            runs: Vec::new(),
+        })
+        .collect();
     let mut chain = chain
         .into_iter()
         .map(|(name, topology)| Variant {
@@ -628,7 +702,7 @@ fn main() -> Result<()> {
             ));
         }
     }
-    // THROUGHPUT_ONLY=chain, =large, =stream, =origin or =text measures one table.
+    // THROUGHPUT_ONLY=chain, =hop, =large, =stream, =origin or =text measures one table.
     let only = std::env::var("THROUGHPUT_ONLY").unwrap_or_default();
     let callers: usize = std::env::var("THROUGHPUT_STREAMS")
         .ok()
@@ -654,8 +728,9 @@ fn main() -> Result<()> {
         .and_then(|r| r.parse().ok())
         .unwrap_or(ROUNDS);
     for round in 0..rounds {
-        let tables: [(&str, Vec<&mut Variant>); 5] = [
+        let tables: [(&str, Vec<&mut Variant>); 6] = [
             ("chain", chain.iter_mut().collect()),
+            ("hop", hops.iter_mut().collect()),
             ("large", large.iter_mut().collect()),
             ("stream", streams.iter_mut().collect()),
             ("origin", origins.iter_mut().collect()),
@@ -664,14 +739,18 @@ fn main() -> Result<()> {
         let selected = tables
             .into_iter()
             .filter(|(name, _)| only.is_empty() || *name == only);
-        let selected = selected.flat_map(|(_, variants)| {
+        let selected = selected.flat_map(|(table, variants)| {
             variants
                 .into_iter()
                 .enumerate()
                 .filter(|(i, v)| wanted(&v.name, *i == 0))
-                .map(|(_, v)| v)
+                .map(move |(_, v)| (table, v))
         });
-        for variant in selected {
+        for (table, variant) in selected {
+            let callers = match table {
+                "hop" => HOP_STREAMS,
+                _ => callers,
+            };
             let mut call = (*variant.call).clone();
             if call.marked {
                 call.headers.push(("x-grpc-web-bridge", marker(UNARY)));
@@ -699,6 +778,16 @@ fn main() -> Result<()> {
             &chain,
             0,
             1,
+        );
+    }
+    if !hops[0].runs.is_empty() {
+        table(
+            &format!(
+                "The HTTP/1.1 hop: {HOP_STREAMS} unary calls in flight through two Envoys (marked gRPC-web the origin converts; the bridge: native gRPC)"
+            ),
+            &hops,
+            0,
+            0,
         );
     }
     if !large[0].runs.is_empty() {
