@@ -767,20 +767,10 @@ fn main() -> Result<()> {
                 &runtime,
                 &chain,
                 move |t| async move {
-                    let started = std::time::Instant::now();
-                    let native = h2_call(t.edge, path, &[], &frame(0, b"")).await?;
-                    let native_took = started.elapsed();
-                    let origin = t.origin_or_edge();
-                    let started = std::time::Instant::now();
-                    let web = http1_call(
-                        origin,
-                        path,
-                        &[GRPC_WEB, (MARKER, &marker(path))],
-                        &frame(0, b""),
-                    )
-                    .await?;
+                    let [(native, native_took), (web, web_took)] =
+                        both_sides(&t, path, &[], &frame(0, b"")).await?;
                     // A clear status at once, not a reset after a timeout.
-                    for took in [native_took, started.elapsed()] {
+                    for took in [native_took, web_took] {
                         ensure!(took < Duration::from_secs(1), "took {took:?}");
                     }
                     for r in [native, web] {
@@ -1363,20 +1353,23 @@ fn deadline_scripts() -> Scripts {
 }
 
 /// Native gRPC through the chain (client → edge) and gRPC-web straight to
-/// the origin, as a browser's call would come.
-async fn both_sides(t: &Topology, path: &str, body: &[u8]) -> Result<[(Received, Duration); 2]> {
+/// the origin, as a browser's call would come, each with `extra` headers;
+/// what each received and how long it took.
+async fn both_sides(
+    t: &Topology,
+    path: &str,
+    extra: &[(&str, &str)],
+    body: &[u8],
+) -> Result<[(Received, Duration); 2]> {
     let started = std::time::Instant::now();
-    let native = h2_call(t.edge, path, &[TIMEOUT], body).await?;
+    let native = h2_call(t.edge, path, extra, body).await?;
     let native_took = started.elapsed();
     let origin = t.origin_or_edge();
+    let marker = marker(path);
+    let mut web_headers = vec![GRPC_WEB, (MARKER, marker.as_str())];
+    web_headers.extend_from_slice(extra);
     let started = std::time::Instant::now();
-    let web = http1_call(
-        origin,
-        path,
-        &[GRPC_WEB, (MARKER, &marker(path)), TIMEOUT],
-        body,
-    )
-    .await?;
+    let web = http1_call(origin, path, &web_headers, body).await?;
     Ok([(native, native_took), (web, started.elapsed())])
 }
 
@@ -1393,7 +1386,7 @@ fn deadline_trials(
         runtime,
         &chain,
         |t| async move {
-            for (r, took) in both_sides(&t, "/silent", &frame(0, b"")).await? {
+            for (r, took) in both_sides(&t, "/silent", &[TIMEOUT], &frame(0, b"")).await? {
                 status_is(
                     &r,
                     "4",
@@ -1414,7 +1407,9 @@ fn deadline_trials(
         runtime,
         &chain,
         |t| async move {
-            for (r, _) in both_sides(&t, "/cancelled-after-deadline", &frame(0, b"")).await? {
+            for (r, _) in
+                both_sides(&t, "/cancelled-after-deadline", &[TIMEOUT], &frame(0, b"")).await?
+            {
                 status_is(
                     &r,
                     "4",
@@ -1515,7 +1510,7 @@ fn deadline_trials(
             };
             let body = frame(0, &request.encode_to_vec());
             let path = "/grpc.testing.TestService/StreamingOutputCall";
-            for (r, took) in both_sides(&t, path, &body).await? {
+            for (r, took) in both_sides(&t, path, &[TIMEOUT], &body).await? {
                 ensure!(r.grpc_status() == Some("4"), "{r:?}");
                 ensure!(
                     r.body.starts_with(&[0, 0, 0, 0, 9]),
