@@ -36,6 +36,13 @@ build: setup-build
 	@mkdir -p dist
 	@cp target/wasm32-wasip1/wasm/grpc_web_bridge.wasm $(WASM)
 	@echo "built $(WASM): $$(stat -c %s $(WASM)) bytes"
+	cargo build -p grpc-web-bridge --release --lib --features envoy-module
+	@mkdir -p dist/native
+	@cp target/release/libgrpc_web_bridge.so dist/native/
+	@echo "built dist/native/libgrpc_web_bridge.so: $$(stat -c %s dist/native/libgrpc_web_bridge.so) bytes"
+	cargo build -p grpc-web-bridge --release --lib --features panic-test --target-dir target/panic-test
+	@mkdir -p dist/native-panic-test
+	@cp target/panic-test/release/libgrpc_web_bridge.so dist/native-panic-test/
 	@scripts/dev-cert.sh
 
 ## OCI layout in dist/oci: tags `compat` (Istio, Envoy Gateway) and `artifact` (CNCF Wasm).
@@ -55,6 +62,7 @@ lint: setup
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets --features grpc-web-bridge/fake-host -- -D warnings
 	cargo clippy -p grpc-web-bridge --target wasm32-wasip1 -- -D warnings
+	cargo clippy -p grpc-web-bridge --features panic-test -- -D warnings
 
 ## Unit and property tests, natively.
 test-native:
@@ -79,6 +87,8 @@ fuzz: setup
 test-e2e: oci setup-e2e
 	@echo "==> end-to-end tests (real Envoy, nginx, tonic/h2 and grpcio peers, docker-compose, registry)"
 	cargo test -p bridge-peers --release --test compose --test deploy --test oci --test chain --test conformance --test content_types --test load --test clients
+	@echo "==> the native build at the origin (experimental): chain, conformance, content types"
+	BRIDGE_BUILD=native cargo test -p bridge-peers --release --test chain --test conformance --test content_types --test native_panic
 	@echo "==> the compose topology on a real Docker engine, images built locally (no pull)"
 	@scripts/compose.sh
 	@echo "==> capacity: 2000 streams held through the hop, a 20 s soak (docs/capacity.md)"

@@ -85,6 +85,28 @@ impl HeaderPairs {
         )
     }
 
+    /// From (name, value) pairs, as a host that hands out fields one by one
+    /// reads them (the native host).
+    pub fn from_pairs<'a>(
+        pairs: impl ExactSizeIterator<Item = (&'a [u8], &'a [u8])> + Clone,
+    ) -> Self {
+        let count = pairs.len();
+        let size: usize = pairs.clone().map(|(n, v)| 8 + n.len() + v.len() + 2).sum();
+        let mut bytes = Vec::with_capacity(4 + size);
+        bytes.extend_from_slice(&(count as u32).to_le_bytes());
+        for (name, value) in pairs.clone() {
+            bytes.extend_from_slice(&(name.len() as u32).to_le_bytes());
+            bytes.extend_from_slice(&(value.len() as u32).to_le_bytes());
+        }
+        for (name, value) in pairs {
+            bytes.extend_from_slice(name);
+            bytes.push(0);
+            bytes.extend_from_slice(value);
+            bytes.push(0);
+        }
+        Self { bytes, count }
+    }
+
     pub fn from_metadata(fields: &Metadata) -> Self {
         Self {
             bytes: serialize_map(fields),

@@ -8,7 +8,9 @@
 //! - [`config`] and [`metrics`]: the plugin configuration and the counters;
 //! - [`marker`]: the signed marker that tells the origin what the edge converted;
 //! - [`abi`]: the proxy-wasm header-map wire format;
-//! - `adapter` (only in the `wasm32-wasip1` module): proxy-wasm callbacks and raw hostcalls.
+//! - `adapter` (only in the `wasm32-wasip1` module): proxy-wasm callbacks and raw hostcalls;
+//! - `native` (only with `--features envoy-module`): the same machines as an
+//!   Envoy dynamic module, through Envoy's C ABI.
 
 pub mod abi;
 pub mod bridge;
@@ -19,3 +21,5 @@ pub mod metrics;
 
 #[cfg(target_os = "wasi")]
 mod adapter;
+#[cfg(all(feature = "envoy-module", not(target_arch = "wasm32")))]
+mod native;

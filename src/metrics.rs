@@ -19,7 +19,45 @@ pub enum Counter {
     Error(Peer, &'static str),
 }
 
+/// Every error slug, for hosts that must define counters up front.
+const ERROR_SLUGS: &[&str] = &[
+    "unknown_frame_flag",
+    "frame_too_large",
+    "truncated_frame",
+    "data_after_trailers",
+    "unexpected_trailer_frame",
+    "invalid_base64",
+    "invalid_trailers",
+    "unsupported_trailer_compression",
+    "missing_trailers",
+    "missing_status",
+    "invalid_status",
+    "trailers_too_large",
+    "http_status",
+    "not_grpc",
+    "invalid_marker",
+    "deadline_exceeded",
+    "malformed_content_type",
+    "unconverted_content_type",
+    "internal_panic",
+];
+
 impl Counter {
+    /// Every counter a side can count (the native host defines them all
+    /// when its configuration is created; Envoy refuses new ones later).
+    pub fn all() -> Vec<Counter> {
+        let mut all = vec![
+            Counter::Converted,
+            Counter::BrowserConverted,
+            Counter::PassedThrough,
+            Counter::DeadlineReset,
+        ];
+        for peer in [Peer::Downstream, Peer::Upstream] {
+            all.extend(ERROR_SLUGS.iter().map(|slug| Counter::Error(peer, slug)));
+        }
+        all
+    }
+
     pub fn error(error: &Error) -> Self {
         Counter::Error(error.peer, slug(&error.kind))
     }
@@ -72,6 +110,7 @@ fn slug(kind: &ErrorKind) -> &'static str {
         ErrorKind::DeadlineExceeded => "deadline_exceeded",
         ErrorKind::MalformedContentType(_) => "malformed_content_type",
         ErrorKind::UnconvertedContentType(_) => "unconverted_content_type",
+        ErrorKind::Panic => "internal_panic",
     }
 }
 
@@ -80,6 +119,20 @@ mod tests {
     use super::*;
     #[cfg(target_arch = "wasm32")]
     use wasm_bindgen_test::wasm_bindgen_test as test;
+
+    #[test]
+    fn every_error_kind_has_a_counter_in_the_full_list() {
+        let all = Counter::all();
+        for kind in [
+            ErrorKind::NotGrpc,
+            ErrorKind::Panic,
+            ErrorKind::MalformedContentType(String::new()),
+            ErrorKind::TrailersTooLarge { size: 1, limit: 1 },
+        ] {
+            assert!(all.contains(&Counter::error(&kind.from(Peer::Upstream))));
+        }
+        assert_eq!(all.len(), 4 + 2 * ERROR_SLUGS.len());
+    }
 
     #[test]
     fn names_say_side_peer_and_kind() {

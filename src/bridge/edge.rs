@@ -137,7 +137,7 @@ impl Edge {
 
     fn fail_request(&mut self, host: &mut dyn Host, error: Error) -> Action {
         host.cancel_timer();
-        reply_error(host, &error);
+        reply_error(host, &error, &self.native_content_type);
         self.request = Request::Done;
         self.response = Response::LocalReply;
         Action::Pause

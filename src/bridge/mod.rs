@@ -250,12 +250,15 @@ fn report(host: &mut dyn Host, error: &Error) {
     host.count(Counter::error(error));
 }
 
-/// Ends the stream with a trailers-only gRPC reply. Envoy drops the
-/// content-type of a local reply without a body, so the caller sets it
-/// again when the reply passes through its `on_response_headers`.
-fn reply_error(host: &mut dyn Host, error: &Error) {
+/// Ends the stream with a trailers-only gRPC reply of `content_type`.
+/// Envoy's Wasm host drops the content-type of a local reply without a
+/// body, so the caller sets it again when the reply passes through its
+/// `on_response_headers`; the native host keeps it.
+fn reply_error(host: &mut dyn Host, error: &Error, content_type: &str) {
     report(host, error);
-    host.send_reply(&error_fields(error));
+    let mut fields = error_fields(error);
+    fields.push("content-type", content_type.as_bytes().to_vec());
+    host.send_reply(&fields);
 }
 
 thread_local! {

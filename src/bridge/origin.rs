@@ -153,7 +153,7 @@ impl Origin {
     /// gives it the client's content-type.
     fn fail(&mut self, host: &mut dyn Host, error: Error) -> Action {
         host.cancel_timer();
-        reply_error(host, &error);
+        reply_error(host, &error, &self.reply_content_type);
         self.request = Request::Done;
         self.response = Response::LocalReply;
         Action::Pause

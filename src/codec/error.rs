@@ -75,6 +75,9 @@ pub enum ErrorKind {
     /// Origin: gRPC-web that Envoy's gRPC-web filter did not convert (it
     /// converts only `application/grpc-web[-text][+proto]`, exactly).
     UnconvertedContentType(String),
+    /// The module itself failed inside a callback (a caught panic); the
+    /// call ends, Envoy and the next call go on.
+    Panic,
     /// The call's `grpc-timeout` passed before the upstream answered (the
     /// HTTP error a proxy then sends is the symptom, not the cause).
     DeadlineExceeded,
@@ -191,6 +194,7 @@ impl fmt::Display for Error {
                 write!(f, "{who} sent a bridge marker that {refusal}")
             }
             ErrorKind::DeadlineExceeded => write!(f, "deadline exceeded before the {who} answered"),
+            ErrorKind::Panic => write!(f, "internal error in the bridge module"),
             ErrorKind::MalformedContentType(value) => {
                 write!(f, "{who} sent a malformed gRPC content-type {value:?}")
             }

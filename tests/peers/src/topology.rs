@@ -171,6 +171,7 @@ pub fn envoy_validates(name: &str, config: &str) -> Result<()> {
     let output = Command::new(envoy_binary())
         .args(["--mode", "validate", "-c"])
         .arg(&path)
+        .env("ENVOY_DYNAMIC_MODULES_SEARCH_PATH", native_module_dir())
         .output();
     let _ = std::fs::remove_file(&path);
     let output = output?;
@@ -180,6 +181,66 @@ pub fn envoy_validates(name: &str, config: &str) -> Result<()> {
         String::from_utf8_lossy(&output.stderr)
     );
     Ok(())
+}
+
+/// Whether the suites run the native build of the bridge (`BRIDGE_BUILD=native`):
+/// every Envoy config's bridge filter becomes the dynamic module, with the
+/// same plugin configuration.
+pub fn native_build() -> bool {
+    std::env::var("BRIDGE_BUILD").is_ok_and(|build| build == "native")
+}
+
+/// Where `make build` puts the native module (`libgrpc_web_bridge.so`).
+pub fn native_module_dir() -> PathBuf {
+    std::env::var_os("BRIDGE_NATIVE_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo_root().join("dist/native"))
+}
+
+/// Replaces, in every filter chain, the Wasm filter that loads the bridge
+/// with the dynamic module loading its native build, with the same JSON.
+pub fn use_native_module(config: &mut Value) {
+    // The native build serves the origin side (see native.rs).
+    let is_origin_bridge = config["name"] == "envoy.filters.http.wasm"
+        && config
+            .pointer("/typed_config/config/vm_config/code/local/filename")
+            .and_then(Value::as_str)
+            .is_some_and(|file| file.ends_with("grpc_web_bridge.wasm"))
+        && config
+            .pointer("/typed_config/config/configuration/value")
+            .and_then(Value::as_str)
+            .and_then(|json| serde_json::from_str::<Value>(json).ok())
+            .is_some_and(|plugin| plugin["side"] == "origin");
+    let is_bridge = is_origin_bridge;
+    if is_bridge {
+        let plugin = config
+            .pointer("/typed_config/config/configuration/value")
+            .cloned()
+            .unwrap_or(Value::Null);
+        *config = native_filter(plugin);
+        return;
+    }
+    match config {
+        Value::Object(map) => map.values_mut().for_each(use_native_module),
+        Value::Array(items) => {
+            items.iter_mut().for_each(use_native_module);
+        }
+        _ => {}
+    }
+}
+
+/// The bridge as an Envoy dynamic module, with `plugin` (JSON text) as its
+/// configuration.
+pub fn native_filter(plugin: Value) -> Value {
+    serde_json::json!({
+        "name": "envoy.filters.http.dynamic_modules",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.dynamic_modules.v3.DynamicModuleFilter",
+            "dynamic_module_config": {"name": "grpc_web_bridge"},
+            "filter_name": "grpc_web_bridge",
+            "filter_config": {"@type": "type.googleapis.com/google.protobuf.StringValue", "value": plugin}
+        }
+    })
 }
 
 /// Removes the bridge filter from an Envoy config, in every filter chain
@@ -513,10 +574,15 @@ impl Topology {
 
     fn start_envoy(&mut self, service: &Service, config: &Value) -> Result<()> {
         let path = self.dir.join(format!("{}.json", service.name));
-        std::fs::write(&path, serde_json::to_vec_pretty(config)?)?;
+        let mut config = config.clone();
+        if native_build() {
+            use_native_module(&mut config);
+        }
+        std::fs::write(&path, serde_json::to_vec_pretty(&config)?)?;
         // Benchmarks run each Envoy on one worker (BRIDGE_ENVOY_WORKERS).
         let workers = std::env::var("BRIDGE_ENVOY_WORKERS").unwrap_or_else(|_| "2".into());
         let mut command = pinned(&envoy_binary());
+        command.env("ENVOY_DYNAMIC_MODULES_SEARCH_PATH", native_module_dir());
         let child = spawn(
             command.arg("-c").arg(&path).args([
                 "--concurrency",
@@ -589,6 +655,13 @@ impl Topology {
     }
 
     pub fn counter(admin: SocketAddr, name: &str) -> u64 {
+        // The native build (the origin's) counts the same, under another prefix.
+        let name = match (native_build(), name.strip_prefix("wasmcustom.")) {
+            (true, Some(rest)) if rest.starts_with("grpc_web_bridge.origin.") => {
+                format!("dynamicmodulescustom.{rest}")
+            }
+            _ => name.to_string(),
+        };
         let Ok((_, body)) = http_get(admin, &format!("/stats?filter=^{name}$")) else {
             return 0;
         };

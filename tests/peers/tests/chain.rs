@@ -160,7 +160,9 @@ fn envoy_configs() -> Result<Vec<&'static str>> {
     let mut names = Vec::new();
     for entry in std::fs::read_dir(topology::repo_root().join("envoy"))? {
         let name = entry?.file_name().to_string_lossy().into_owned();
-        if name.ends_with(".yaml") && !name.starts_with("docker-compose") {
+        // The native build's configs need Envoy 1.40's dynamic-module ABI.
+        let native_only = name.ends_with("-native.yaml") && topology::envoy_version() < (1, 40);
+        if name.ends_with(".yaml") && !name.starts_with("docker-compose") && !native_only {
             names.push(&*Box::leak(name.into_boxed_str()));
         }
     }

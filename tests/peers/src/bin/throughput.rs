@@ -645,6 +645,11 @@ fn main() -> Result<()> {
         ));
     }
     origins.push((
+        "origin config, no module (gated gRPC-web filter alone)".into(),
+        origin(&bridge, remove_bridge)?,
+        true,
+    ));
+    origins.push((
         ORIGIN_FLOOR.into(),
         origin(&noop_module(), |_| Ok(()))?,
         true,
@@ -654,6 +659,19 @@ fn main() -> Result<()> {
         origin(&bridge, |_| Ok(()))?,
         true,
     ));
+    if topology::native_module_dir()
+        .join("libgrpc_web_bridge.so")
+        .exists()
+    {
+        origins.push((
+            "bridge origin, native build (gRPC-web filter + dynamic module)".into(),
+            origin(&bridge, |config| {
+                topology::use_native_module(config);
+                Ok(())
+            })?,
+            true,
+        ));
+    }
     for (name, module) in &baselines {
         origins.push((name.clone(), origin(module, |_| Ok(()))?, true));
     }
