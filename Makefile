@@ -6,7 +6,7 @@ SHELL := bash
 WASM := dist/grpc_web_bridge.wasm
 WASM_TEST_RUNNER := CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUNNER=wasm-bindgen-test-runner
 
-.PHONY: all setup setup-build setup-demo setup-e2e build oci deploy lint test test-native test-wasm test-fuzz test-e2e compose fuzz soak demo bench bench-codec matrix clean
+.PHONY: all setup setup-build setup-demo setup-e2e build build-native oci deploy lint test test-native test-wasm test-fuzz test-e2e compose fuzz soak demo bench bench-codec matrix clean
 
 all: build
 
@@ -36,6 +36,11 @@ build: setup-build
 	@mkdir -p dist
 	@cp target/wasm32-wasip1/wasm/grpc_web_bridge.wasm $(WASM)
 	@echo "built $(WASM): $$(stat -c %s $(WASM)) bytes"
+	@scripts/dev-cert.sh
+
+## The native build (experimental, origin side; docs/design.md): an Envoy
+## dynamic module, and the test build that panics on request.
+build-native: setup-build
 	cargo build -p grpc-web-bridge --release --lib --features envoy-module
 	@mkdir -p dist/native
 	@cp target/release/libgrpc_web_bridge.so dist/native/
@@ -43,7 +48,6 @@ build: setup-build
 	cargo build -p grpc-web-bridge --release --lib --features panic-test --target-dir target/panic-test
 	@mkdir -p dist/native-panic-test
 	@cp target/panic-test/release/libgrpc_web_bridge.so dist/native-panic-test/
-	@scripts/dev-cert.sh
 
 ## OCI layout in dist/oci: tags `compat` (Istio, Envoy Gateway) and `artifact` (CNCF Wasm).
 oci: build
@@ -84,7 +88,7 @@ fuzz: setup
 	@FUZZ_GROW_CORPUS=1 FUZZ_SECONDS=$${FUZZ_SECONDS:-300} scripts/fuzz.sh
 
 ## End-to-end: real Envoy, nginx and gRPC peers on 127.0.0.1.
-test-e2e: oci setup-e2e
+test-e2e: oci build-native setup-e2e
 	@echo "==> end-to-end tests (real Envoy, nginx, tonic/h2 and grpcio peers, docker-compose, registry)"
 	cargo test -p bridge-peers --release --test compose --test deploy --test oci --test chain --test conformance --test content_types --test load --test clients
 	@echo "==> the native build at the origin (experimental): chain, conformance, content types"
@@ -115,7 +119,7 @@ demo: build setup-demo
 
 ## Latency, then throughput and CPU per request against plain Envoys, a
 ## no-op Wasm filter and Envoy's gRPC-web filter (results: docs/benchmarks.md).
-bench: build setup-e2e
+bench: build build-native setup-e2e
 	cargo build -q -p noop-filter --profile wasm --target wasm32-wasip1
 	cargo run -q -p bridge-peers --release --bin bench
 	cargo run -q -p bridge-peers --release --bin throughput
