@@ -301,19 +301,30 @@ fn status(action: Action) -> u32 {
     }
 }
 
+/// Runs `callback` on the stream behind `module` and says what Envoy
+/// should do next.
+fn on_stream(
+    envoy: FilterEnvoy,
+    module: *const std::ffi::c_void,
+    phase: Phase,
+    callback: impl FnOnce(&mut dyn StreamBridge, &mut NativeHost) -> Action,
+) -> u32 {
+    // SAFETY: Envoy passes back the pointer of a live stream.
+    match unsafe { stream(module) } {
+        Some(stream) => status(stream.call(envoy, phase, callback)),
+        None => 0,
+    }
+}
+
 #[unsafe(no_mangle)]
 pub extern "C" fn envoy_dynamic_module_on_http_filter_request_headers(
     envoy: FilterEnvoy,
     module: *const std::ffi::c_void,
     end_of_stream: bool,
 ) -> u32 {
-    // SAFETY: Envoy passes back the pointer of a live stream.
-    let Some(stream) = (unsafe { stream(module) }) else {
-        return 0;
-    };
-    status(stream.call(envoy, Phase::Headers, |b, h| {
+    on_stream(envoy, module, Phase::Headers, |b, h| {
         b.on_request_headers(h, end_of_stream)
-    }))
+    })
 }
 
 #[unsafe(no_mangle)]
@@ -322,14 +333,10 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_request_body(
     module: *const std::ffi::c_void,
     end_of_stream: bool,
 ) -> u32 {
-    // SAFETY: Envoy passes back the pointer of a live stream.
-    let Some(stream) = (unsafe { stream(module) }) else {
-        return 0;
-    };
-    let size = body_size(envoy, Body::Request, Phase::RequestBody);
-    status(stream.call(envoy, Phase::RequestBody, |b, h| {
+    on_stream(envoy, module, Phase::RequestBody, |b, h| {
+        let size = body_size(envoy, Body::Request, Phase::RequestBody);
         b.on_request_body(h, size, end_of_stream)
-    }))
+    })
 }
 
 #[unsafe(no_mangle)]
@@ -346,15 +353,14 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_response_headers(
     module: *const std::ffi::c_void,
     end_of_stream: bool,
 ) -> u32 {
-    // SAFETY: Envoy passes back the pointer of a live stream.
-    let Some(stream) = (unsafe { stream(module) }) else {
-        return 0;
-    };
-    let action = stream.call(envoy, Phase::Headers, |b, h| {
+    let status = on_stream(envoy, module, Phase::Headers, |b, h| {
         b.on_response_headers(h, end_of_stream)
     });
-    stream.response_started = true;
-    status(action)
+    // SAFETY: Envoy passes back the pointer of a live stream.
+    if let Some(stream) = unsafe { stream(module) } {
+        stream.response_started = true;
+    }
+    status
 }
 
 #[unsafe(no_mangle)]
@@ -363,14 +369,10 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_response_body(
     module: *const std::ffi::c_void,
     end_of_stream: bool,
 ) -> u32 {
-    // SAFETY: Envoy passes back the pointer of a live stream.
-    let Some(stream) = (unsafe { stream(module) }) else {
-        return 0;
-    };
-    let size = body_size(envoy, Body::Response, Phase::ResponseBody);
-    status(stream.call(envoy, Phase::ResponseBody, |b, h| {
+    on_stream(envoy, module, Phase::ResponseBody, |b, h| {
+        let size = body_size(envoy, Body::Response, Phase::ResponseBody);
         b.on_response_body(h, size, end_of_stream)
-    }))
+    })
 }
 
 #[unsafe(no_mangle)]
@@ -378,11 +380,9 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_response_trailers(
     envoy: FilterEnvoy,
     module: *const std::ffi::c_void,
 ) -> u32 {
-    // SAFETY: Envoy passes back the pointer of a live stream.
-    let Some(stream) = (unsafe { stream(module) }) else {
-        return 0;
-    };
-    status(stream.call(envoy, Phase::Trailers, |b, h| b.on_response_trailers(h)))
+    on_stream(envoy, module, Phase::Trailers, |b, h| {
+        b.on_response_trailers(h)
+    })
 }
 
 #[unsafe(no_mangle)]
@@ -403,12 +403,10 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_scheduled(
     event_id: u64,
 ) {
     // SAFETY: Envoy passes back the pointer of a live stream.
-    let Some(stream) = (unsafe { stream(module) }) else {
-        return;
-    };
+    let fired = unsafe { stream(module) }.is_some_and(|stream| stream.timer.fired(event_id));
     // Only the latest arming counts: a stale event is ignored.
-    if stream.timer.fired(event_id) {
-        stream.call(envoy, Phase::Timer, |b, h| {
+    if fired {
+        on_stream(envoy, module, Phase::Timer, |b, h| {
             b.on_timer(h);
             Action::Continue
         });
