@@ -10,20 +10,7 @@ use crate::codec::Metadata;
 
 /// Serializes fields for `proxy_set_header_map_pairs` and local replies.
 pub fn serialize_map(fields: &Metadata) -> Vec<u8> {
-    let size: usize = fields.iter().map(|(n, v)| 8 + n.len() + v.len() + 2).sum();
-    let mut out = Vec::with_capacity(4 + size);
-    out.extend_from_slice(&(fields.0.len() as u32).to_le_bytes());
-    for (name, value) in fields.iter() {
-        out.extend_from_slice(&(name.len() as u32).to_le_bytes());
-        out.extend_from_slice(&(value.len() as u32).to_le_bytes());
-    }
-    for (name, value) in fields.iter() {
-        out.extend_from_slice(name.as_bytes());
-        out.push(0);
-        out.extend_from_slice(value);
-        out.push(0);
-    }
-    out
+    HeaderPairs::from_metadata(fields).bytes
 }
 
 /// A header map as `proxy_get_header_map_pairs` returns it, read in place:
@@ -108,10 +95,12 @@ impl HeaderPairs {
     }
 
     pub fn from_metadata(fields: &Metadata) -> Self {
-        Self {
-            bytes: serialize_map(fields),
-            count: fields.0.len(),
-        }
+        Self::from_pairs(
+            fields
+                .0
+                .iter()
+                .map(|(name, value)| (name.as_bytes(), value.as_slice())),
+        )
     }
 }
 

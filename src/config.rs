@@ -78,6 +78,10 @@ pub struct Marker {
     /// (replayable by anyone who sees the hop). Excludes `keys`.
     #[serde(default)]
     pub static_secret: Option<String>,
+    /// `<header>-content-type`, derived once at parse time: it is looked
+    /// up on every call (see [`Marker::content_type_header`]).
+    #[serde(skip)]
+    pub content_type_header: String,
 }
 
 impl Marker {
@@ -86,8 +90,8 @@ impl Marker {
     /// upstream's reply's, when it differs from the request's): Envoy's
     /// gRPC-web filter converts only the proto content types, so the hop
     /// itself sees `application/grpc-web` (docs/design.md).
-    pub fn content_type_header(&self) -> String {
-        format!("{}-content-type", self.header)
+    pub fn content_type_header(&self) -> &str {
+        &self.content_type_header
     }
 
     /// An accepted key by its id.
@@ -132,13 +136,15 @@ impl Config {
     /// Parses and validates the plugin configuration.
     pub fn from_json(json: &[u8]) -> Result<Self, String> {
         let deserializer = &mut serde_json::Deserializer::from_slice(json);
-        let config: Config = serde_path_to_error::deserialize(deserializer).map_err(|error| {
-            match error.path().to_string().as_str() {
-                "." => format!("invalid configuration: {}", error.inner()),
-                field => format!("invalid configuration: {field}: {}", error.inner()),
-            }
-        })?;
+        let mut config: Config =
+            serde_path_to_error::deserialize(deserializer).map_err(|error| {
+                match error.path().to_string().as_str() {
+                    "." => format!("invalid configuration: {}", error.inner()),
+                    field => format!("invalid configuration: {field}: {}", error.inner()),
+                }
+            })?;
         config.validate()?;
+        config.marker.content_type_header = format!("{}-content-type", config.marker.header);
         Ok(config)
     }
 
@@ -273,6 +279,7 @@ mod tests {
                     sign_with: None,
                     max_age_s: 5,
                     static_secret: None,
+                    content_type_header: "x-bridged-content-type".into(),
                 },
                 origin_clusters: Vec::new(),
                 max_frame_bytes: 1024,

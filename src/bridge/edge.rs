@@ -113,8 +113,8 @@ impl Edge {
         web: &ContentType,
     ) -> Cow<'static, str> {
         let carried = self.config.marker.content_type_header();
-        if let Some(value) = response.get(&carried) {
-            host.remove_header(Map::ResponseHeaders, &carried);
+        if let Some(value) = response.get(carried) {
+            host.remove_header(Map::ResponseHeaders, carried);
             let native = ContentType::parse(value).filter(|ct| ct.protocol == Protocol::Grpc);
             if let Some(native) = native {
                 return Cow::Owned(native.render());
@@ -205,7 +205,7 @@ impl StreamBridge for Edge {
         );
         // Nor is the content type header only the edge may set.
         let carried = self.config.marker.content_type_header();
-        remove_if_present(host, Map::RequestHeaders, &request, &carried);
+        remove_if_present(host, Map::RequestHeaders, &request, carried);
         let value = request.get("content-type").unwrap_or_default();
         let content_type = match ContentType::classify(value) {
             Claim::Grpc(ct) if ct.protocol == Protocol::Grpc => Some(ct),
@@ -241,7 +241,7 @@ impl StreamBridge for Edge {
         host.set_header(Map::RequestHeaders, "accept", hop);
         if content_type.subtype.is_some() {
             let native = content_type.render();
-            host.set_header(Map::RequestHeaders, &carried, native.as_bytes());
+            host.set_header(Map::RequestHeaders, carried, native.as_bytes());
             self.native_content_type = Cow::Owned(native);
         }
         remove_if_present(host, Map::RequestHeaders, &request, "te");
@@ -348,7 +348,7 @@ impl StreamBridge for Edge {
         let encoding = response.get("grpc-encoding").map(<[u8]>::to_vec);
         let header_trailers = status_in_headers.then(|| {
             let carried = self.config.marker.content_type_header();
-            move_metadata_out_of_headers(host, &response, &carried)
+            move_metadata_out_of_headers(host, &response, carried)
         });
         self.response = Response::Web(WebBody {
             reader: FrameReader::new(

@@ -210,8 +210,8 @@ impl StreamBridge for Origin {
             }
         }
         let carried = self.config.marker.content_type_header();
-        if let Some(value) = request.get(&carried) {
-            host.remove_header(Map::RequestHeaders, &carried);
+        if let Some(value) = request.get(carried) {
+            host.remove_header(Map::RequestHeaders, carried);
             if self.marked {
                 // The client's own content type, which Envoy's gRPC-web
                 // filter could not have carried.
@@ -278,7 +278,7 @@ impl StreamBridge for Origin {
             let requested = self.native_content_type.as_deref().unwrap_or(GRPC);
             if native != requested {
                 let carried = self.config.marker.content_type_header();
-                host.add_header(Map::ResponseHeaders, &carried, native.as_bytes());
+                host.add_header(Map::ResponseHeaders, carried, native.as_bytes());
             }
         }
         if let Some(error) = &failure {

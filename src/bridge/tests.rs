@@ -26,6 +26,7 @@ fn config(side: Side, serve_browsers: bool) -> Rc<Config> {
             sign_with: (side == Side::Edge).then(|| "k1".into()),
             max_age_s: 30,
             static_secret: None,
+            content_type_header: format!("{MARKER}-content-type"),
         },
         origin_clusters: Vec::new(),
         max_frame_bytes: 1024,

@@ -641,11 +641,11 @@ fn crd(kind: &str) -> Option<(&'static [&'static str], Vec<Rule>)> {
                             !confs.is_empty()
                                 && confs.iter().all(|h| {
                                     h.get("requestTimeout").is_none()
-                                        || kube_duration(h.get("requestTimeout"))
+                                        || duration(h.get("requestTimeout"))
                                 })
                         })
                     },
-                    "rules[]/to[].default.http.requestTimeout: a Kubernetes duration",
+                    "rules[]/to[].default.http.requestTimeout: a duration",
                 ),
             ],
         ),
@@ -662,11 +662,6 @@ fn crd(kind: &str) -> Option<(&'static [&'static str], Vec<Rule>)> {
         ),
         _ => return None,
     })
-}
-
-/// A Kubernetes (Go) duration such as `0s` or `1h30m`.
-fn kube_duration(v: Option<&Value>) -> bool {
-    duration(v)
 }
 
 #[test]
