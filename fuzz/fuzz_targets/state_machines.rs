@@ -47,6 +47,7 @@ fn config(side: Side, serve_browsers: bool) -> Rc<Config> {
             sign_with: (side == Side::Edge).then(|| "k".into()),
             max_age_s: 30,
             static_secret: None,
+            content_type_header: "x-grpc-web-bridge-content-type".into(),
         },
         origin_clusters: Vec::new(),
         max_frame_bytes: 64,
