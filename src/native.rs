@@ -1,8 +1,7 @@
 //! The native host: the same state machines as an Envoy dynamic module
 //! (`envoy.filters.http.dynamic_modules`), built with `--features
-//! envoy-module` into `libgrpc_web_bridge.so`. Experimental, and for the
-//! origin side only (docs/design.md says what it does not do yet). Like the proxy-wasm
-//! adapter, it only turns Envoy's callbacks into [`StreamBridge`] calls and
+//! envoy-module` into `libgrpc_web_bridge.so`, for either side
+//! (docs/design.md, "The native build"). Like the proxy-wasm adapter, it only turns Envoy's callbacks into [`StreamBridge`] calls and
 //! implements [`Host`]; `unsafe` lives here and in [`ffi`] alone, and a
 //! pointer Envoy hands over is used only inside the callback that gave it.
 //!
@@ -13,13 +12,23 @@
 //! - There is no per-stream timer: deadlines run on one timer thread of the
 //!   module's own, which wakes the stream through its scheduler; an event
 //!   for a timer re-armed or cancelled since is ignored.
+//! - The ABI cannot add trailers to a response that has none (proxy-wasm
+//!   can, in the last body callback). Trailers the state machines add there
+//!   are kept; the body callback holds the last chunk back, and the
+//!   stream's scheduler sends the trailers on the next turn of the event
+//!   loop, which releases the held chunk ahead of them.
 //! - A panic inside a callback is caught: that call ends with INTERNAL (or a
 //!   reset, once its response has started), is counted, and the stream's
 //!   state machine is not called again. Envoy goes on serving.
+//! - Envoy may call back into the module while it is inside a callback
+//!   (its own trailers pass its response hooks; the end of a stream
+//!   destroys the filter): a stream is only ever borrowed shared, a nested
+//!   hook finds the state machine busy and lets Envoy go on, and a stream
+//!   destroyed inside a callback is freed when the callback returns.
 
 mod ffi;
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::{BinaryHeap, HashMap};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::rc::Rc;
@@ -107,16 +116,6 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_config_new(
                 return std::ptr::null();
             }
         };
-        if config.side == Side::Edge {
-            // The edge ends every gRPC-web response with trailers the body
-            // carried; Envoy 1.40's dynamic-module ABI cannot add trailers
-            // to a response that has none (docs/design.md).
-            log::error!(
-                "grpc-web-bridge: the native build serves side \"origin\" only; \
-                 load the Wasm module at the edge (docs/design.md)"
-            );
-            return std::ptr::null();
-        }
         let mut counters = HashMap::new();
         for counter in Counter::all() {
             let name = counter.name(config.side);
@@ -156,16 +155,27 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_config_destroy(
     }
 }
 
-/// A stream: its state machine and timer. Envoy owns the pointer between
-/// `on_http_filter_new` and `on_http_filter_destroy`.
+/// A stream: its state machine, timer and held trailers. Envoy owns the
+/// pointer between `on_http_filter_new` and `on_http_filter_destroy`; it is
+/// only ever borrowed shared (see [`enter`]).
 struct Stream {
     config: *const FilterConfig,
-    bridge: Box<dyn StreamBridge>,
+    bridge: RefCell<Box<dyn StreamBridge>>,
     timer: Arc<TimerSlot>,
     /// Response headers have gone downstream: an error can only reset.
-    response_started: bool,
+    response_started: Cell<bool>,
     /// A callback panicked: the state machine is not called again.
-    poisoned: bool,
+    poisoned: Cell<bool>,
+    /// Trailers added in the last response body callback, sent by
+    /// [`SEND_TRAILERS`].
+    held_trailers: RefCell<Option<Metadata>>,
+    /// The module has sent the response's trailers: the response trailers
+    /// hook that follows is its own.
+    sent_trailers: Cell<bool>,
+    /// Callbacks of this stream under way (Envoy can nest them).
+    depth: Cell<u32>,
+    /// Envoy destroyed the stream inside one of its callbacks.
+    destroyed: Cell<bool>,
 }
 
 #[unsafe(no_mangle)]
@@ -189,10 +199,14 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_new(
         };
         Box::into_raw(Box::new(Stream {
             config: filter_config,
-            bridge,
+            bridge: RefCell::new(bridge),
             timer: Arc::new(TimerSlot::default()),
-            response_started: false,
-            poisoned: false,
+            response_started: Cell::new(false),
+            poisoned: Cell::new(false),
+            held_trailers: RefCell::new(None),
+            sent_trailers: Cell::new(false),
+            depth: Cell::new(0),
+            destroyed: Cell::new(false),
         })) as *const std::ffi::c_void
     }));
     made.unwrap_or(std::ptr::null())
@@ -200,36 +214,64 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_new(
 
 #[unsafe(no_mangle)]
 pub extern "C" fn envoy_dynamic_module_on_http_filter_destroy(stream: *const std::ffi::c_void) {
-    if stream.is_null() {
+    // SAFETY: a pointer filter_new returned, destroyed once, here or when
+    // the callback it is destroyed in returns.
+    let Some(live) = (unsafe { (stream as *const Stream).as_ref() }) else {
         return;
+    };
+    live.timer.close();
+    match live.depth.get() {
+        0 => drop(unsafe { Box::from_raw(stream as *mut Stream) }),
+        _ => live.destroyed.set(true),
     }
-    // SAFETY: made by Box::into_raw in filter_new, destroyed once.
-    let stream = unsafe { Box::from_raw(stream as *mut Stream) };
-    stream.timer.close();
+}
+
+/// Runs `f` on the stream behind a module pointer Envoy passes back; frees
+/// the stream afterwards if Envoy destroyed it meanwhile.
+fn enter<R>(module: *const std::ffi::c_void, f: impl FnOnce(&Stream) -> R) -> Option<R> {
+    // SAFETY: Envoy passes back a pointer filter_new returned and it has
+    // not destroyed, on the stream's worker thread; while any callback is
+    // under way, destruction is deferred (see filter_destroy).
+    let stream = unsafe { (module as *const Stream).as_ref() }?;
+    stream.depth.set(stream.depth.get() + 1);
+    let result = f(stream);
+    stream.depth.set(stream.depth.get() - 1);
+    if stream.depth.get() == 0 && stream.destroyed.get() {
+        // SAFETY: destroyed by Envoy inside this callback, freed once.
+        drop(unsafe { Box::from_raw(module as *mut Stream) });
+    }
+    Some(result)
 }
 
 /// Which callback of the stream is running.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Phase {
-    Headers,
+    RequestHeaders,
     RequestBody,
+    ResponseHeaders,
     ResponseBody,
+    /// The response body callback that ends the stream: no trailers follow.
+    LastResponseBody,
     Trailers,
     Timer,
 }
 
 impl Stream {
     /// Runs `callback` on the state machine with a host for this callback,
-    /// catching a panic.
+    /// catching a panic. A nested call (Envoy calling back while the state
+    /// machine runs) finds it busy and lets Envoy go on.
     fn call(
-        &mut self,
+        &self,
         envoy: FilterEnvoy,
         phase: Phase,
         callback: impl FnOnce(&mut dyn StreamBridge, &mut NativeHost) -> Action,
     ) -> Action {
-        if self.poisoned {
+        if self.poisoned.get() {
             return Action::Continue;
         }
+        let Ok(mut bridge) = self.bridge.try_borrow_mut() else {
+            return Action::Continue;
+        };
         // SAFETY: the configuration outlives its streams.
         let config = unsafe { &*self.config };
         let mut host = NativeHost {
@@ -237,8 +279,9 @@ impl Stream {
             config,
             phase,
             timer: &self.timer,
+            held_trailers: &self.held_trailers,
+            response_started: self.response_started.get(),
         };
-        let bridge = &mut self.bridge;
         let run = AssertUnwindSafe(|| {
             #[cfg(feature = "panic-test")]
             test_panic(&host);
@@ -247,12 +290,13 @@ impl Stream {
         match catch_unwind(run) {
             Ok(action) => action,
             Err(_) => {
-                self.poisoned = true;
+                self.poisoned.set(true);
+                self.held_trailers.borrow_mut().take();
                 host.cancel_timer();
                 let error = ErrorKind::Panic.from(Peer::Upstream);
                 log::error!("{error}");
                 host.count(Counter::error(&error));
-                if self.response_started {
+                if self.response_started.get() {
                     host.reset();
                 } else {
                     let mut fields = Metadata::default();
@@ -265,14 +309,55 @@ impl Stream {
             }
         }
     }
+
+    /// After the last response body callback: trailers were added, so the
+    /// chunk is held (StopIterationAndBuffer) and the trailers go out from
+    /// the scheduler, which releases the chunk ahead of them.
+    fn hold_for_trailers(&self, envoy: FilterEnvoy, action: Action) -> Action {
+        if self.held_trailers.borrow().is_none() {
+            return action;
+        }
+        if self.timer.commit_now(envoy, SEND_TRAILERS) {
+            return Action::Pause;
+        }
+        log::warn!("grpc-web-bridge: no scheduler; the response ends without trailers");
+        self.held_trailers.borrow_mut().take();
+        action
+    }
+
+    /// Sends the held trailers (from the scheduler, outside any encoder
+    /// callback).
+    fn send_held_trailers(&self, envoy: FilterEnvoy) {
+        let Some(trailers) = self.held_trailers.borrow_mut().take() else {
+            return;
+        };
+        self.sent_trailers.set(true);
+        let fields: Vec<ModuleHttpHeader> = trailers
+            .iter()
+            .map(|(name, value)| ModuleHttpHeader::of(name.as_bytes(), value))
+            .collect();
+        // SAFETY: inside a callback of this stream; the fields borrow
+        // `trailers`, which outlive the call, which copies them.
+        unsafe {
+            ffi::envoy_dynamic_module_callback_http_send_response_trailers(
+                envoy,
+                fields.as_ptr(),
+                fields.len(),
+            );
+        }
+    }
 }
+
+/// The scheduler event that sends held trailers (timer events count up
+/// from 1 and never reach it).
+const SEND_TRAILERS: u64 = u64::MAX;
 
 /// Panics inside a callback when the request asks for it: the test build
 /// (`--features panic-test`) that shows a panic ends one call only.
 #[cfg(feature = "panic-test")]
 #[allow(clippy::panic)]
 fn test_panic(host: &NativeHost) {
-    if host.phase == Phase::Headers
+    if host.phase == Phase::RequestHeaders
         && host
             .headers(Map::RequestHeaders)
             .get("x-grpc-web-bridge-test-panic")
@@ -280,16 +365,6 @@ fn test_panic(host: &NativeHost) {
     {
         panic!("grpc-web-bridge: test panic");
     }
-}
-
-/// The stream behind a module pointer Envoy passes back.
-///
-/// # Safety
-/// `stream` must be a pointer `on_http_filter_new` returned and Envoy has
-/// not destroyed; Envoy calls a stream's hooks on one thread, one at a time.
-unsafe fn stream<'a>(stream: *const std::ffi::c_void) -> Option<&'a mut Stream> {
-    // SAFETY: as the caller promises.
-    unsafe { (stream as *mut Stream).as_mut() }
 }
 
 fn status(action: Action) -> u32 {
@@ -309,11 +384,7 @@ fn on_stream(
     phase: Phase,
     callback: impl FnOnce(&mut dyn StreamBridge, &mut NativeHost) -> Action,
 ) -> u32 {
-    // SAFETY: Envoy passes back the pointer of a live stream.
-    match unsafe { stream(module) } {
-        Some(stream) => status(stream.call(envoy, phase, callback)),
-        None => 0,
-    }
+    enter(module, |stream| status(stream.call(envoy, phase, callback))).unwrap_or(0)
 }
 
 #[unsafe(no_mangle)]
@@ -322,7 +393,7 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_request_headers(
     module: *const std::ffi::c_void,
     end_of_stream: bool,
 ) -> u32 {
-    on_stream(envoy, module, Phase::Headers, |b, h| {
+    on_stream(envoy, module, Phase::RequestHeaders, |b, h| {
         b.on_request_headers(h, end_of_stream)
     })
 }
@@ -353,14 +424,14 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_response_headers(
     module: *const std::ffi::c_void,
     end_of_stream: bool,
 ) -> u32 {
-    let status = on_stream(envoy, module, Phase::Headers, |b, h| {
-        b.on_response_headers(h, end_of_stream)
-    });
-    // SAFETY: Envoy passes back the pointer of a live stream.
-    if let Some(stream) = unsafe { stream(module) } {
-        stream.response_started = true;
-    }
-    status
+    enter(module, |stream| {
+        let action = stream.call(envoy, Phase::ResponseHeaders, |b, h| {
+            b.on_response_headers(h, end_of_stream)
+        });
+        stream.response_started.set(true);
+        status(action)
+    })
+    .unwrap_or(0)
 }
 
 #[unsafe(no_mangle)]
@@ -369,10 +440,21 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_response_body(
     module: *const std::ffi::c_void,
     end_of_stream: bool,
 ) -> u32 {
-    on_stream(envoy, module, Phase::ResponseBody, |b, h| {
-        let size = body_size(envoy, Body::Response, Phase::ResponseBody);
-        b.on_response_body(h, size, end_of_stream)
+    let phase = match end_of_stream {
+        true => Phase::LastResponseBody,
+        false => Phase::ResponseBody,
+    };
+    enter(module, |stream| {
+        let action = stream.call(envoy, phase, |b, h| {
+            let size = body_size(envoy, Body::Response, phase);
+            b.on_response_body(h, size, end_of_stream)
+        });
+        status(match end_of_stream {
+            true => stream.hold_for_trailers(envoy, action),
+            false => action,
+        })
     })
+    .unwrap_or(0)
 }
 
 #[unsafe(no_mangle)]
@@ -380,9 +462,12 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_response_trailers(
     envoy: FilterEnvoy,
     module: *const std::ffi::c_void,
 ) -> u32 {
-    on_stream(envoy, module, Phase::Trailers, |b, h| {
-        b.on_response_trailers(h)
+    enter(module, |stream| match stream.sent_trailers.get() {
+        // The module's own trailers, already settled.
+        true => 0,
+        false => status(stream.call(envoy, Phase::Trailers, |b, h| b.on_response_trailers(h))),
     })
+    .unwrap_or(0)
 }
 
 #[unsafe(no_mangle)]
@@ -390,10 +475,7 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_stream_complete(
     _envoy: FilterEnvoy,
     module: *const std::ffi::c_void,
 ) {
-    // SAFETY: Envoy passes back the pointer of a live stream.
-    if let Some(stream) = unsafe { stream(module) } {
-        stream.timer.disarm();
-    }
+    enter(module, |stream| stream.timer.disarm());
 }
 
 #[unsafe(no_mangle)]
@@ -402,15 +484,17 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_scheduled(
     module: *const std::ffi::c_void,
     event_id: u64,
 ) {
-    // SAFETY: Envoy passes back the pointer of a live stream.
-    let fired = unsafe { stream(module) }.is_some_and(|stream| stream.timer.fired(event_id));
-    // Only the latest arming counts: a stale event is ignored.
-    if fired {
-        on_stream(envoy, module, Phase::Timer, |b, h| {
-            b.on_timer(h);
-            Action::Continue
-        });
-    }
+    enter(module, |stream| {
+        if event_id == SEND_TRAILERS {
+            stream.send_held_trailers(envoy);
+        } else if stream.timer.fired(event_id) {
+            // Only the latest arming counts: a stale event is ignored.
+            stream.call(envoy, Phase::Timer, |b, h| {
+                b.on_timer(h);
+                Action::Continue
+            });
+        }
+    });
 }
 
 /// The size of the body a body callback shows the state machine: what was
@@ -432,7 +516,11 @@ fn body_views(envoy: FilterEnvoy, body: Body, phase: Phase) -> Vec<u32> {
     };
     let in_body_callback = matches!(
         (phase, body),
-        (Phase::RequestBody, Body::Request) | (Phase::ResponseBody, Body::Response)
+        (Phase::RequestBody, Body::Request)
+            | (
+                Phase::ResponseBody | Phase::LastResponseBody,
+                Body::Response
+            )
     );
     if !in_body_callback {
         return vec![kept];
@@ -459,6 +547,9 @@ struct NativeHost<'a> {
     config: &'a FilterConfig,
     phase: Phase,
     timer: &'a Arc<TimerSlot>,
+    held_trailers: &'a RefCell<Option<Metadata>>,
+    /// Response headers have reached the module.
+    response_started: bool,
 }
 
 fn header_type(map: Map) -> u32 {
@@ -470,6 +561,13 @@ fn header_type(map: Map) -> u32 {
 }
 
 impl NativeHost<'_> {
+    /// The trailers this callback adds to a response that has none, which
+    /// the module holds and sends itself.
+    fn held(&self, map: Map) -> Option<std::cell::RefMut<'_, Option<Metadata>>> {
+        (map == Map::ResponseTrailers && self.phase == Phase::LastResponseBody)
+            .then(|| self.held_trailers.borrow_mut())
+    }
+
     /// Every byte of the body view, chunk by chunk.
     fn body_chunks(&self, body: Body) -> Vec<&[u8]> {
         let mut chunks = Vec::new();
@@ -497,6 +595,14 @@ impl NativeHost<'_> {
 
 impl Host for NativeHost<'_> {
     fn headers(&self, map: Map) -> HeaderPairs {
+        if let Some(held) = self.held(map) {
+            let fields = held.as_ref().map_or(&[][..], |fields| &fields.0[..]);
+            return HeaderPairs::from_pairs(
+                fields
+                    .iter()
+                    .map(|(name, value)| (name.as_bytes(), &value[..])),
+            );
+        }
         let kind = header_type(map);
         // SAFETY: inside this callback; the vector is sized as Envoy says,
         // and the fields are copied before it returns.
@@ -517,6 +623,12 @@ impl Host for NativeHost<'_> {
     }
 
     fn set_header(&mut self, map: Map, name: &str, value: &[u8]) {
+        if let Some(mut held) = self.held(map) {
+            let fields = held.get_or_insert_with(Metadata::default);
+            fields.0.retain(|(field, _)| field != name);
+            fields.push(name, value);
+            return;
+        }
         // SAFETY: the buffers outlive the call, which copies them.
         unsafe {
             ffi::envoy_dynamic_module_callback_http_set_header(
@@ -529,6 +641,10 @@ impl Host for NativeHost<'_> {
     }
 
     fn add_header(&mut self, map: Map, name: &str, value: &[u8]) {
+        if let Some(mut held) = self.held(map) {
+            held.get_or_insert_with(Metadata::default).push(name, value);
+            return;
+        }
         // SAFETY: the buffers outlive the call, which copies them.
         let added = unsafe {
             ffi::envoy_dynamic_module_callback_http_add_header(
@@ -544,6 +660,12 @@ impl Host for NativeHost<'_> {
     }
 
     fn remove_header(&mut self, map: Map, name: &str) {
+        if let Some(mut held) = self.held(map) {
+            if let Some(fields) = held.as_mut() {
+                fields.0.retain(|(field, _)| field != name);
+            }
+            return;
+        }
         // SAFETY: a null value removes the field; the name is copied.
         unsafe {
             ffi::envoy_dynamic_module_callback_http_set_header(
@@ -556,6 +678,10 @@ impl Host for NativeHost<'_> {
     }
 
     fn set_headers(&mut self, map: Map, fields: &Metadata) {
+        if let Some(mut held) = self.held(map) {
+            *held = Some(fields.clone());
+            return;
+        }
         let current = self.headers(map);
         let mut names: Vec<String> = current
             .iter()
@@ -613,10 +739,36 @@ impl Host for NativeHost<'_> {
     }
 
     fn send_reply(&mut self, headers: &Metadata) {
-        let fields: Vec<ModuleHttpHeader> = headers
-            .iter()
+        let status = [(":status", &b"200"[..])];
+        let fields: Vec<ModuleHttpHeader> = status
+            .into_iter()
+            .chain(headers.iter())
             .map(|(name, value)| ModuleHttpHeader::of(name.as_bytes(), value))
             .collect();
+        let before_response = match self.phase {
+            Phase::RequestHeaders | Phase::RequestBody => true,
+            Phase::Timer => !self.response_started,
+            _ => false,
+        };
+        if before_response {
+            // Before the response: the module's own trailers-only response,
+            // exactly these headers (a local reply would drop a
+            // content-type Envoy does not take for gRPC, and pass none of
+            // the module's response hooks to put it back).
+            // SAFETY: the fields borrow `headers`, which outlive the call.
+            unsafe {
+                ffi::envoy_dynamic_module_callback_http_send_response_headers(
+                    self.envoy,
+                    fields.as_ptr(),
+                    fields.len(),
+                    true,
+                );
+            }
+            return;
+        }
+        // Inside the response: a local reply, which Envoy writes past the
+        // encoder chain.
+        let fields = &fields[1..];
         // SAFETY: the fields borrow `headers`, which outlive the call.
         unsafe {
             ffi::envoy_dynamic_module_callback_http_send_response(
@@ -710,15 +862,33 @@ struct TimerSlot {
 static NEXT_EVENT: AtomicU64 = AtomicU64::new(1);
 
 impl TimerSlot {
-    fn arm(self: &Arc<Self>, envoy: FilterEnvoy, at_millis: u64) {
+    /// Makes the stream's scheduler if there is none yet (inside one of its
+    /// callbacks); whether there is one.
+    fn ensure_scheduler(&self, envoy: FilterEnvoy) -> bool {
         let Ok(mut scheduler) = self.scheduler.lock() else {
-            return;
+            return false;
         };
         if scheduler.is_none() {
-            // SAFETY: inside a callback of this stream.
             *scheduler = ffi::Scheduler::new(envoy);
         }
-        drop(scheduler);
+        scheduler.is_some()
+    }
+
+    /// Delivers `event` to the stream on the next turn of its event loop.
+    fn commit_now(&self, envoy: FilterEnvoy, event: u64) -> bool {
+        if !self.ensure_scheduler(envoy) {
+            return false;
+        }
+        match self.scheduler.lock() {
+            Ok(scheduler) => scheduler.as_ref().map(|s| s.commit(event)).is_some(),
+            Err(_) => false,
+        }
+    }
+
+    fn arm(self: &Arc<Self>, envoy: FilterEnvoy, at_millis: u64) {
+        if !self.ensure_scheduler(envoy) {
+            return;
+        }
         let event = NEXT_EVENT.fetch_add(1, Ordering::Relaxed);
         self.armed.store(event, Ordering::Release);
         let _ = timer_thread().send(Due {

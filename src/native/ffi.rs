@@ -214,6 +214,21 @@ unsafe extern "C" {
         body: ModuleBuffer,
         details: ModuleBuffer,
     );
+    /// Sends response headers through the whole encoder chain (as a filter
+    /// that makes its own response does).
+    pub fn envoy_dynamic_module_callback_http_send_response_headers(
+        envoy: FilterEnvoy,
+        headers: *const ModuleHttpHeader,
+        headers_length: usize,
+        end_stream: bool,
+    );
+    /// Ends the response with these trailers, through the whole encoder
+    /// chain (as a filter that makes its own response does).
+    pub fn envoy_dynamic_module_callback_http_send_response_trailers(
+        envoy: FilterEnvoy,
+        trailers: *const ModuleHttpHeader,
+        trailers_length: usize,
+    );
     pub fn envoy_dynamic_module_callback_http_filter_reset_stream(
         envoy: FilterEnvoy,
         reason: u32,

@@ -200,18 +200,11 @@ pub fn native_module_dir() -> PathBuf {
 /// Replaces, in every filter chain, the Wasm filter that loads the bridge
 /// with the dynamic module loading its native build, with the same JSON.
 pub fn use_native_module(config: &mut Value) {
-    // The native build serves the origin side (see native.rs).
-    let is_origin_bridge = config["name"] == "envoy.filters.http.wasm"
+    let is_bridge = config["name"] == "envoy.filters.http.wasm"
         && config
             .pointer("/typed_config/config/vm_config/code/local/filename")
             .and_then(Value::as_str)
-            .is_some_and(|file| file.ends_with("grpc_web_bridge.wasm"))
-        && config
-            .pointer("/typed_config/config/configuration/value")
-            .and_then(Value::as_str)
-            .and_then(|json| serde_json::from_str::<Value>(json).ok())
-            .is_some_and(|plugin| plugin["side"] == "origin");
-    let is_bridge = is_origin_bridge;
+            .is_some_and(|file| file.ends_with("grpc_web_bridge.wasm"));
     if is_bridge {
         let plugin = config
             .pointer("/typed_config/config/configuration/value")
@@ -655,9 +648,9 @@ impl Topology {
     }
 
     pub fn counter(admin: SocketAddr, name: &str) -> u64 {
-        // The native build (the origin's) counts the same, under another prefix.
+        // The native build counts the same, under another prefix.
         let name = match (native_build(), name.strip_prefix("wasmcustom.")) {
-            (true, Some(rest)) if rest.starts_with("grpc_web_bridge.origin.") => {
+            (true, Some(rest)) if rest.starts_with("grpc_web_bridge.") => {
                 format!("dynamicmodulescustom.{rest}")
             }
             _ => name.to_string(),

@@ -744,22 +744,11 @@ fn unary_request() -> Vec<u8> {
 /// What the native build (origin side, experimental) does not do yet, by
 /// case (docs/design.md, "The native build").
 fn native_gap(name: &str) -> Option<&'static str> {
-    const NO_TRAILERS: &str =
-        "the dynamic-module ABI cannot add trailers to a response that has none";
-    const LOCAL_REPLY: &str =
-        "the module's own local reply keeps no content-type and passes none of its hooks";
     const OTHERS_REPLY: &str =
         "Envoy's gRPC-web filter's local reply does not pass the module's response hooks";
     match name {
-        "native_upstream::non_200_maps_to_unavailable" => Some(NO_TRAILERS),
         "hostile::bad_base64_is_internal_blaming_the_client"
         | "browser::bad_base64_gets_its_status_with_cors" => Some(OTHERS_REPLY),
-        "browser::content_type_with_parameters_gets_its_status_with_cors"
-        | "browser::text_content_type_with_parameters_gets_its_status_with_cors"
-        | "browser::upper_case_content_type_gets_its_status_with_cors"
-        | "browser::json_subtype_gets_its_status_with_cors"
-        | "browser::empty_subtype_gets_its_status_with_cors"
-        | "browser::subtype_with_a_space_gets_its_status_with_cors" => Some(LOCAL_REPLY),
         _ => None,
     }
 }

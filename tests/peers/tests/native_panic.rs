@@ -2,7 +2,8 @@
 //! (`--features panic-test`, dist/native-panic-test/) panics inside its
 //! request-headers callback when a request carries
 //! `x-grpc-web-bridge-test-panic`. That call ends with INTERNAL, the panic
-//! is counted, and the next call through the same Envoys succeeds.
+//! is counted, and the next call through the same Envoys succeeds. Both
+//! sides run the test build; the edge, which the call meets first, panics.
 
 use anyhow::{Context as _, Result, ensure};
 use bridge_peers::harness::{interop_server, runtime};
@@ -33,8 +34,8 @@ fn main() -> Result<()> {
         }
         .encode_to_vec(),
     );
-    let admin = chain.origin_admin_or_edge();
-    let counter = "wasmcustom.grpc_web_bridge.origin.errors.upstream.internal_panic";
+    let admin = chain.edge_admin;
+    let counter = "wasmcustom.grpc_web_bridge.edge.errors.upstream.internal_panic";
     let result = runtime.block_on(async {
         let r = h2_call(
             chain.edge,
