@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use anyhow::{Context as _, Result, bail, ensure};
-use bridge_peers::topology::{envoy_validates, repo_root};
+use bridge_peers::topology::{envoy_validates, local_files, repo_root, use_native_module};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -1188,6 +1188,31 @@ fn kuma_manifests_gate_exactly_where_the_module_runs_with_timeouts_buffers_and_v
             name,
             &bootstrap(filters, clusters, &listener_fields, &cluster_fields).to_string(),
         )?;
+    }
+    Ok(())
+}
+
+/// The shipped native configs (envoy/*-native.yaml) are the Wasm ones with
+/// the bridge filter swapped for the dynamic module, nothing else, and load
+/// the built module on the pinned Envoy.
+#[test]
+fn native_configs_are_the_wasm_ones_with_the_dynamic_module() -> Result<()> {
+    let envoy = repo_root().join("envoy");
+    let read = |name: &str| -> Result<Value> {
+        let text = std::fs::read_to_string(envoy.join(name)).context(name.to_string())?;
+        Ok(serde_yaml::from_str(&text)?)
+    };
+    for side in ["edge", "origin"] {
+        let mut expected = read(&format!("{side}.yaml"))?;
+        use_native_module(&mut expected);
+        let native = read(&format!("{side}-native.yaml"))?;
+        ensure!(
+            native == expected,
+            "envoy/{side}-native.yaml differs from envoy/{side}.yaml beyond the module"
+        );
+        let module = repo_root().join("dist/grpc_web_bridge.wasm");
+        let config = local_files(&serde_json::to_string(&native)?, &module)?;
+        envoy_validates(&format!("{side}-native.json"), &config)?;
     }
     Ok(())
 }
