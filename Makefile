@@ -103,7 +103,7 @@ test-e2e: oci build-native setup-e2e
 	@MATRIX_LINES=1.36.4 scripts/envoy-matrix.sh
 
 ## The compose topology in Docker: local images, up, healthy, verify.sh, down.
-compose: oci setup-e2e
+compose: oci build-native setup-e2e
 	cargo build -q --release -p bridge-peers --bin interop-server --bin interop-client
 	@scripts/compose.sh
 
@@ -131,7 +131,7 @@ bench-codec: setup
 
 ## Every Envoy release line 1.36-1.40: suites and origin throughput
 ## (results: docs/envoy-matrix.md).
-matrix: build setup-e2e
+matrix: build build-native setup-e2e
 	cargo build -q -p noop-filter --profile wasm --target wasm32-wasip1
 	MATRIX_BENCH=1 MATRIX_OUT=docs/envoy-matrix.md scripts/envoy-matrix.sh
 

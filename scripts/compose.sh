@@ -18,8 +18,10 @@
 #      Envoy container loading the module from it by URL and sha256 (the
 #      artifact image's wasm layer, by its digest), serving the interop cases
 #      through the same hop and origin.
+#   5. The topology again with BRIDGE_BUILD=native (both Envoys load the
+#      dynamic module), the same cases, and each side's counter checked.
 #
-# Needs `make build` and the release peers (cargo build --release -p bridge-peers).
+# Needs `make build`, `make build-native` and the release peers (cargo build --release -p bridge-peers).
 source "$(dirname "$0")/common.sh"
 cd "$ROOT"
 
@@ -131,24 +133,40 @@ build registry "$REGISTRY_IMAGE"
 echo "images: envoy=$ENVOY_IMAGE nginx=$NGINX_IMAGE peers=$PEERS_IMAGE registry=$REGISTRY_IMAGE (base $BASE_IMAGE, $("$DOCKER" version -f '{{.Server.Version}}') engine)"
 
 # --- 3. The run -------------------------------------------------------------
-# The Envoys run as uid 101: the module they mount must be readable.
+# The Envoys run as uid 101: the modules they mount must be readable.
 chmod a+r dist/grpc_web_bridge.wasm
-say "compose up"
-compose up -d --no-build server origin hop edge
-deadline=$((SECONDS + HEALTH_TIMEOUT_S))
-for service in server origin hop edge; do
-  while :; do
-    id="$(compose ps -q "$service")"
-    health="$("$DOCKER" inspect -f '{{.State.Health.Status}}' "$id" 2>/dev/null || echo missing)"
-    [ "$health" = healthy ] && break
-    if [ "$health" = unhealthy ] || [ "$SECONDS" -ge "$deadline" ]; then
-      compose logs --no-color >&2 || true
-      die "$service is $health"
-    fi
-    sleep 1
+chmod -R a+rX dist/native
+
+# compose up with BRIDGE_BUILD=$1, and every service's health check polled.
+up_healthy() {
+  say "compose up (BRIDGE_BUILD=$1)"
+  BRIDGE_BUILD="$1" compose up -d --no-build server origin hop edge
+  local deadline=$((SECONDS + HEALTH_TIMEOUT_S)) service id health
+  for service in server origin hop edge; do
+    while :; do
+      id="$(compose ps -q "$service")"
+      health="$("$DOCKER" inspect -f '{{.State.Health.Status}}' "$id" 2>/dev/null || echo missing)"
+      [ "$health" = healthy ] && break
+      if [ "$health" = unhealthy ] || [ "$SECONDS" -ge "$deadline" ]; then
+        compose logs --no-color >&2 || true
+        die "$service is $health"
+      fi
+      sleep 1
+    done
   done
-done
-echo "compose: server, origin, hop and edge healthy"
+  echo "compose: server, origin, hop and edge healthy (BRIDGE_BUILD=$1)"
+}
+
+# A counter of the bridge from an Envoy container's admin, by its full name.
+bridge_counter() {
+  local service="$1" admin="$2" name="$3"
+  "$DOCKER" exec "$(compose ps -q "$service")" bash -c \
+    "exec 3<>/dev/tcp/127.0.0.1/$admin; printf 'GET /stats?filter=^$name\$ HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n' >&3; cat <&3" \
+    | sed -n "s/^$name: //p"
+}
+
+[ -f dist/native/libgrpc_web_bridge.so ] || die "dist/native/libgrpc_web_bridge.so is missing: make build-native"
+up_healthy wasm
 envoy/verify.sh
 # The edge is also published on the host's loopback: the cases again from
 # here, over TLS (ALPN h2) with the development certificate.
@@ -196,6 +214,19 @@ done
   || die "interop cases failed through the edge that loaded the module from the registry"
 echo "registry: an Envoy container loaded the module from the registry (blob sha256:$layer) and passed every interop case"
 "$DOCKER" rm -f "${extra_containers[@]}" >/dev/null
+
+# --- 5. The native build -----------------------------------------------------
+# The same topology and cases with BRIDGE_BUILD=native: both Envoys load
+# dist/native/libgrpc_web_bridge.so in the Debian image.
+compose down --remove-orphans -t 1 >/dev/null 2>&1
+up_healthy native
+envoy/verify.sh
+INTEROP_CA_FILE="$ROOT/envoy/tls/ca.crt" "$ROOT/target/release/interop-client" "https://127.0.0.1:$EDGE_PORT" >/dev/null
+for side in edge:9901 origin:9902; do
+  converted="$(bridge_counter "${side%%:*}" "${side##*:}" "dynamicmodulescustom.grpc_web_bridge.${side%%:*}.converted")"
+  [ "${converted:-0}" -gt 0 ] || die "the ${side%%:*} did not convert through the native build (converted=${converted:-none})"
+done
+echo "compose: all interop cases passed with BRIDGE_BUILD=native (both Envoys the dynamic module)"
 
 started=$(date +%s%N)
 compose down --remove-orphans --volumes >/dev/null 2>&1

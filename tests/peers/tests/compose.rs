@@ -129,6 +129,43 @@ fn compose_envoys_mount_the_module_where_their_configs_load_it() -> Result<()> {
             .count()
             == 2
     );
+    // BRIDGE_BUILD=native: each Envoy finds the native build where its
+    // native config (the Wasm one with the module swapped, see the deploy
+    // tests) looks for it.
+    let services: serde_json::Value = serde_yaml::from_str(&compose)?;
+    for envoy in graph.services.iter().filter(|s| s.kind == Kind::Envoy) {
+        let spec = &services["services"][envoy.name.as_str()];
+        ensure!(
+            spec["command"][2] == "/etc/envoy/envoy-${BRIDGE_BUILD:-wasm}.yaml",
+            "{}: command {}",
+            envoy.name,
+            spec["command"]
+        );
+        ensure!(
+            spec["environment"]["ENVOY_DYNAMIC_MODULES_SEARCH_PATH"] == "/etc/envoy/native",
+            "{}: no search path",
+            envoy.name
+        );
+        let volumes: Vec<&str> = spec["volumes"]
+            .as_array()
+            .context("volumes")?
+            .iter()
+            .filter_map(|v| v.as_str())
+            .collect();
+        let config = envoy.config.as_ref().context("config")?;
+        let stem = config.file_stem().unwrap_or_default().to_string_lossy();
+        for mount in [
+            format!("./{stem}-native.yaml:/etc/envoy/envoy-native.yaml:ro"),
+            "../dist/native:/etc/envoy/native:ro".to_string(),
+        ] {
+            ensure!(volumes.contains(&mount.as_str()), "{}: no {mount}", envoy.name);
+        }
+        let native = std::fs::read_to_string(repo_root().join(format!("envoy/{stem}-native.yaml")))?;
+        ensure!(
+            native.contains("dynamic_module_config: { name: grpc_web_bridge }"),
+            "{stem}-native.yaml loads another module"
+        );
+    }
     Ok(())
 }
 
