@@ -15,7 +15,7 @@ source "$(dirname "$0")/common.sh"
 
 lines="${MATRIX_LINES:-1.36.4 1.37.0 1.38.2 1.39.3 $ENVOY_VERSION}"
 # The lines docs/design.md says the native build runs on.
-native_lines="${NATIVE_LINES:-$ENVOY_VERSION}"
+native_lines="${NATIVE_LINES:-1.38.2 1.39.3 $ENVOY_VERSION}"
 bench="${MATRIX_BENCH:-0}"
 out="${MATRIX_OUT:-}"
 cd "$ROOT"
