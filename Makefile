@@ -6,7 +6,7 @@ SHELL := bash
 WASM := dist/grpc_web_bridge.wasm
 WASM_TEST_RUNNER := CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUNNER=wasm-bindgen-test-runner
 
-.PHONY: all setup setup-build setup-demo setup-e2e build build-native oci deploy lint test test-native test-wasm test-fuzz test-e2e compose fuzz soak demo bench bench-codec matrix clean
+.PHONY: all setup setup-build setup-demo setup-e2e build build-wasm build-native build-panic-test oci deploy lint test test-native test-wasm test-fuzz test-e2e compose fuzz soak demo bench bench-codec matrix clean
 
 all: build
 
@@ -30,27 +30,31 @@ setup-e2e:
 	@scripts/install-node-peers.sh
 	@scripts/install-debian-tools.sh
 
-## The module Envoy loads, at a stable path.
-build: setup-build
+## Both builds of the module, at stable paths: the Wasm one and the native
+## one (an Envoy dynamic module; docs/design.md, "The native build").
+build: build-wasm build-native
+
+build-wasm: setup-build
 	cargo build -p grpc-web-bridge --profile wasm --target wasm32-wasip1
 	@mkdir -p dist
 	@cp target/wasm32-wasip1/wasm/grpc_web_bridge.wasm $(WASM)
 	@echo "built $(WASM): $$(stat -c %s $(WASM)) bytes"
 	@scripts/dev-cert.sh
 
-## The native build (experimental, origin side; docs/design.md): an Envoy
-## dynamic module, and the test build that panics on request.
 build-native: setup-build
 	cargo build -p grpc-web-bridge --release --lib --features envoy-module
 	@mkdir -p dist/native
 	@cp target/release/libgrpc_web_bridge.so dist/native/
 	@echo "built dist/native/libgrpc_web_bridge.so: $$(stat -c %s dist/native/libgrpc_web_bridge.so) bytes"
+
+## The native test build that panics on request (tests/peers/tests/native_panic.rs).
+build-panic-test: setup-build
 	cargo build -p grpc-web-bridge --release --lib --features panic-test --target-dir target/panic-test
 	@mkdir -p dist/native-panic-test
 	@cp target/panic-test/release/libgrpc_web_bridge.so dist/native-panic-test/
 
 ## OCI layout in dist/oci: tags `compat` (Istio, Envoy Gateway) and `artifact` (CNCF Wasm).
-oci: build
+oci: build-wasm
 	@scripts/oci-layout.sh
 
 ## The manifests of envoy/deploy/ rendered into dist/deploy with the
@@ -88,38 +92,41 @@ fuzz: setup
 	@FUZZ_GROW_CORPUS=1 FUZZ_SECONDS=$${FUZZ_SECONDS:-300} scripts/fuzz.sh
 
 ## End-to-end: real Envoy, nginx and gRPC peers on 127.0.0.1.
-test-e2e: oci build-native setup-e2e
+test-e2e: oci build build-panic-test setup-e2e
 	@echo "==> end-to-end tests (real Envoy, nginx, tonic/h2 and grpcio peers, docker-compose, registry)"
 	cargo test -p bridge-peers --release --test compose --test deploy --test oci --test chain --test conformance --test content_types --test load --test clients
-	@echo "==> the native build at the origin (experimental): chain, conformance, content types"
-	BRIDGE_BUILD=native cargo test -p bridge-peers --release --test chain --test conformance --test content_types --test native_panic
+	@echo "==> the native build (BRIDGE_BUILD=native: both sides the dynamic module): the same suites, and a panicking build"
+	BRIDGE_BUILD=native cargo test -p bridge-peers --release --test chain --test conformance --test content_types --test load --test clients --test native_panic
 	@echo "==> the compose topology on a real Docker engine, images built locally (no pull)"
 	@scripts/compose.sh
-	@echo "==> capacity: 2000 streams held through the hop, a 20 s soak (docs/capacity.md)"
+	@echo "==> capacity: 2000 streams held through the hop, a 20 s soak (docs/capacity.md), each build"
 	cargo test -p bridge-peers --release --test capacity
-	@echo "==> stress: interop cases and probes with both cores saturated (docs/stress.md)"
+	BRIDGE_BUILD=native cargo test -p bridge-peers --release --test capacity
+	@echo "==> stress: interop cases and probes with both cores saturated (docs/stress.md), each build"
 	cargo test -p bridge-peers --release --test stress
+	BRIDGE_BUILD=native cargo test -p bridge-peers --release --test stress
 	@echo "==> the chain and conformance suites on the oldest Envoy line (make matrix: all of them)"
 	@MATRIX_LINES=1.36.4 scripts/envoy-matrix.sh
 
 ## The compose topology in Docker: local images, up, healthy, verify.sh, down.
-compose: oci build-native setup-e2e
+compose: oci build setup-e2e
 	cargo build -q --release -p bridge-peers --bin interop-server --bin interop-client
 	@scripts/compose.sh
 
-## A longer soak: SOAK_SECONDS (default 300) through the chain, RSS flat.
-soak: oci setup-e2e
+## A longer soak: SOAK_SECONDS (default 300) through the chain, RSS flat
+## (BRIDGE_BUILD=native: the native build).
+soak: oci build setup-e2e
 	SOAK_SECONDS=$${SOAK_SECONDS:-300} cargo test -p bridge-peers --release --test capacity
 
 test: lint test-native test-wasm test-fuzz test-e2e
 
 ## The main job: the local topology, every interop case through it, a table.
-demo: build setup-demo
+demo: build-wasm setup-demo
 	cargo run -q -p bridge-peers --release --bin demo
 
 ## Latency, then throughput and CPU per request against plain Envoys, a
 ## no-op Wasm filter and Envoy's gRPC-web filter (results: docs/benchmarks.md).
-bench: build build-native setup-e2e
+bench: build setup-e2e
 	cargo build -q -p noop-filter --profile wasm --target wasm32-wasip1
 	cargo run -q -p bridge-peers --release --bin bench
 	cargo run -q -p bridge-peers --release --bin throughput
@@ -131,7 +138,7 @@ bench-codec: setup
 
 ## Every Envoy release line 1.36-1.40: suites and origin throughput
 ## (results: docs/envoy-matrix.md).
-matrix: build build-native setup-e2e
+matrix: build setup-e2e
 	cargo build -q -p noop-filter --profile wasm --target wasm32-wasip1
 	MATRIX_BENCH=1 MATRIX_OUT=docs/envoy-matrix.md scripts/envoy-matrix.sh
 

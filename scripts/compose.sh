@@ -21,7 +21,7 @@
 #   5. The topology again with BRIDGE_BUILD=native (both Envoys load the
 #      dynamic module), the same cases, and each side's counter checked.
 #
-# Needs `make build`, `make build-native` and the release peers (cargo build --release -p bridge-peers).
+# Needs `make build` (both builds) and the release peers (cargo build --release -p bridge-peers).
 source "$(dirname "$0")/common.sh"
 cd "$ROOT"
 
@@ -165,7 +165,7 @@ bridge_counter() {
     | sed -n "s/^$name: //p"
 }
 
-[ -f dist/native/libgrpc_web_bridge.so ] || die "dist/native/libgrpc_web_bridge.so is missing: make build-native"
+[ -f dist/native/libgrpc_web_bridge.so ] || die "dist/native/libgrpc_web_bridge.so is missing: make build"
 up_healthy wasm
 envoy/verify.sh
 # The edge is also published on the host's loopback: the cases again from

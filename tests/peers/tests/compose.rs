@@ -158,9 +158,14 @@ fn compose_envoys_mount_the_module_where_their_configs_load_it() -> Result<()> {
             format!("./{stem}-native.yaml:/etc/envoy/envoy-native.yaml:ro"),
             "../dist/native:/etc/envoy/native:ro".to_string(),
         ] {
-            ensure!(volumes.contains(&mount.as_str()), "{}: no {mount}", envoy.name);
+            ensure!(
+                volumes.contains(&mount.as_str()),
+                "{}: no {mount}",
+                envoy.name
+            );
         }
-        let native = std::fs::read_to_string(repo_root().join(format!("envoy/{stem}-native.yaml")))?;
+        let native =
+            std::fs::read_to_string(repo_root().join(format!("envoy/{stem}-native.yaml")))?;
         ensure!(
             native.contains("dynamic_module_config: { name: grpc_web_bridge }"),
             "{stem}-native.yaml loads another module"

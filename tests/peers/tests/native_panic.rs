@@ -20,7 +20,10 @@ fn main() -> Result<()> {
         return Ok(());
     }
     let dir = topology::repo_root().join("dist/native-panic-test");
-    ensure!(dir.join("libgrpc_web_bridge.so").exists(), "run make build");
+    ensure!(
+        dir.join("libgrpc_web_bridge.so").exists(),
+        "run make build-panic-test"
+    );
     // SAFETY: set before any thread of this process starts.
     unsafe { std::env::set_var("BRIDGE_NATIVE_DIR", &dir) };
     let runtime = runtime();
