@@ -57,6 +57,20 @@ pub fn wasm_module() -> PathBuf {
     repo_root().join("dist/grpc_web_bridge.wasm")
 }
 
+/// The native build `make build` puts in dist/native/; a topology started
+/// with it loads it as an Envoy dynamic module, whatever BRIDGE_BUILD says.
+pub fn native_module() -> PathBuf {
+    native_module_dir().join("libgrpc_web_bridge.so")
+}
+
+/// Where a topology loading `module` finds the native build, if it loads it.
+fn native_dir_for(module: &Path) -> Option<PathBuf> {
+    match module.extension().is_some_and(|ext| ext == "so") {
+        true => module.parent().map(Path::to_path_buf),
+        false => native_build().then(native_module_dir),
+    }
+}
+
 /// A port no one listens on right now.
 pub fn free_port() -> Result<u16> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
@@ -72,6 +86,8 @@ pub struct Topology {
     /// What was started: (compose service name, the repository config it runs).
     pub processes: Vec<(String, PathBuf)>,
     children: Vec<(String, Child)>,
+    /// Where the Envoys find the native build, when they load it.
+    native_dir: Option<PathBuf>,
 }
 
 /// Moves every socket address to loopback and maps its port.
@@ -204,7 +220,9 @@ pub fn use_native_module(config: &mut Value) {
         && config
             .pointer("/typed_config/config/vm_config/code/local/filename")
             .and_then(Value::as_str)
-            .is_some_and(|file| file.ends_with("grpc_web_bridge.wasm"));
+            .is_some_and(|file| {
+                file.ends_with("grpc_web_bridge.wasm") || file.ends_with("libgrpc_web_bridge.so")
+            });
     if is_bridge {
         let plugin = config
             .pointer("/typed_config/config/configuration/value")
@@ -437,6 +455,7 @@ impl Topology {
             dir: dir.clone(),
             processes: Vec::new(),
             children: Vec::new(),
+            native_dir: native_dir_for(module),
         };
         if let Upstream::Server(_) = upstream {
             let mut config = local_envoy_config(
@@ -532,6 +551,7 @@ impl Topology {
             dir,
             processes: Vec::new(),
             children: Vec::new(),
+            native_dir: native_dir_for(module),
         };
         let service = Service {
             name: config.trim_end_matches(".yaml").to_string(),
@@ -568,14 +588,17 @@ impl Topology {
     fn start_envoy(&mut self, service: &Service, config: &Value) -> Result<()> {
         let path = self.dir.join(format!("{}.json", service.name));
         let mut config = config.clone();
-        if native_build() {
+        if self.native_dir.is_some() {
             use_native_module(&mut config);
         }
         std::fs::write(&path, serde_json::to_vec_pretty(&config)?)?;
         // Benchmarks run each Envoy on one worker (BRIDGE_ENVOY_WORKERS).
         let workers = std::env::var("BRIDGE_ENVOY_WORKERS").unwrap_or_else(|_| "2".into());
         let mut command = pinned(&envoy_binary());
-        command.env("ENVOY_DYNAMIC_MODULES_SEARCH_PATH", native_module_dir());
+        command.env(
+            "ENVOY_DYNAMIC_MODULES_SEARCH_PATH",
+            self.native_dir.clone().unwrap_or_else(native_module_dir),
+        );
         let child = spawn(
             command.arg("-c").arg(&path).args([
                 "--concurrency",

@@ -35,6 +35,8 @@ fn seconds() -> u64 {
 
 /// The origin as shipped, with the no-op filter in the module's place.
 const ORIGIN_FLOOR: &str = "origin config, no-op Wasm filter in the module's place";
+/// What the origin's CPU is held to: the shipped origin with no module.
+const ORIGIN_REFERENCE: &str = "origin config, no module (gated gRPC-web filter alone)";
 /// Rounds unless THROUGHPUT_ROUNDS says otherwise.
 const ROUNDS: usize = 3;
 const UNARY: &str = "/grpc.testing.TestService/UnaryCall";
@@ -374,6 +376,52 @@ fn spread(ratios: &[f64]) -> String {
     format!("{:.2} ({lo:.2}–{hi:.2})", median(ratios.to_vec()))
 }
 
+/// A process's CPU ms per 1000 requests in a run.
+fn cpu_of(run: &Run, process: &str) -> Option<f64> {
+    run.cpu
+        .iter()
+        .find(|(name, _)| name == process)
+        .map(|c| c.1)
+}
+
+/// A process's RSS in MiB at the end of a run.
+fn rss_mib(run: &Run, process: &str) -> Option<f64> {
+    run.rss_kib
+        .iter()
+        .find(|(name, _)| name == process)
+        .map(|r| r.1 as f64 / 1024.0)
+}
+
+/// `f` of `a` against `f` of `b`, paired per round (`ratio`: a / b, else
+/// a − b): median (min–max), or "—" where either did not run.
+fn paired(
+    variants: &[Variant],
+    a: &str,
+    b: &str,
+    ratio: bool,
+    f: impl Fn(&Run) -> Option<f64>,
+) -> String {
+    let find = |name: &str| variants.iter().find(|v| v.name == name);
+    let (Some(a), Some(b)) = (find(a), find(b)) else {
+        return "—".into();
+    };
+    let values: Vec<f64> = a
+        .runs
+        .iter()
+        .zip(&b.runs)
+        .filter_map(|(x, y)| {
+            Some(match ratio {
+                true => f(x)? / f(y)?,
+                false => f(x)? - f(y)?,
+            })
+        })
+        .collect();
+    match values.is_empty() {
+        true => "—".into(),
+        false => spread(&values),
+    }
+}
+
 /// Prints a table; req/s ratios are to `baseline`, CPU ratios (each
 /// process's CPU per request, paired per round) to `floor`.
 fn table(title: &str, variants: &[Variant], baseline: usize, floor: usize) {
@@ -435,6 +483,94 @@ fn table(title: &str, variants: &[Variant], baseline: usize, floor: usize) {
     }
 }
 
+/// The native build's targets (issue #19's "done when"), each paired per
+/// round in this run.
+fn native_targets(
+    chain: &[Variant],
+    hops: &[Variant],
+    large: &[Variant],
+    streams: &[Variant],
+    origins: &[Variant],
+) {
+    const PLAIN: &str = "two Envoys, no filter";
+    const NATIVE_H2: &str = "bridge, native build, edge → origin over HTTP/2";
+    const NATIVE_NGINX: &str = "bridge, native build, edge → nginx → origin";
+    const NOOP_NGINX: &str = "two Envoys, no-op Wasm filter, through nginx";
+    let rps = |r: &Run| Some(r.rps);
+    let cpu = |process: &'static str| move |r: &Run| cpu_of(r, process);
+    let rss = |process: &'static str| move |r: &Run| rss_mib(r, process);
+    let rows = [
+        (
+            "origin CPU per request: native origin / gated gRPC-web filter alone (origin table)",
+            paired(
+                origins,
+                "bridge origin, native build (gRPC-web filter + dynamic module)",
+                "origin config, no module (gated gRPC-web filter alone)",
+                true,
+                cpu("origin"),
+            ),
+            "≤ 1.10",
+        ),
+        (
+            "edge CPU per request: native edge / router-only edge (chain, over HTTP/2)",
+            paired(chain, NATIVE_H2, PLAIN, true, cpu("edge")),
+            "≤ 1.15",
+        ),
+        (
+            "origin CPU per request: native origin / router-only origin (chain, over HTTP/2)",
+            paired(chain, NATIVE_H2, PLAIN, true, cpu("origin")),
+            "—",
+        ),
+        (
+            "req/s: native edge → origin over HTTP/2 / two plain Envoys",
+            paired(chain, NATIVE_H2, PLAIN, true, rps),
+            "≥ 0.85",
+        ),
+        (
+            "req/s: native through nginx / no-op Wasm pair through nginx (chain table)",
+            paired(chain, NATIVE_NGINX, NOOP_NGINX, true, rps),
+            "≥ 0.85",
+        ),
+        (
+            "req/s: the same at 128 in flight (hop table)",
+            paired(
+                hops,
+                NATIVE_NGINX,
+                "two Envoys, no-op Wasm filter, through nginx",
+                true,
+                rps,
+            ),
+            "≥ 0.85",
+        ),
+        (
+            "MB/s, 1 MiB unary over HTTP/2: native / two plain Envoys",
+            paired(large, NATIVE_H2, PLAIN, true, rps),
+            "≥ 0.95",
+        ),
+        (
+            "MB/s, 64 × 64 KiB stream over HTTP/2: native / two plain Envoys",
+            paired(streams, NATIVE_H2, PLAIN, true, rps),
+            "≥ 0.95",
+        ),
+        (
+            "RSS MiB, edge: native − plain (1 MiB unary table)",
+            paired(large, NATIVE_H2, PLAIN, false, rss("edge")),
+            "≤ 10",
+        ),
+        (
+            "RSS MiB, origin: native − plain (1 MiB unary table)",
+            paired(large, NATIVE_H2, PLAIN, false, rss("origin")),
+            "≤ 10",
+        ),
+    ];
+    println!("\n#### The native build against its targets (paired per round, median (min–max))\n");
+    println!("| measure | this run | target |");
+    println!("|---|---:|---|");
+    for (what, value, target) in rows {
+        println!("| {what} | {value} | {target} |");
+    }
+}
+
 fn main() -> Result<()> {
     if !noop_module().exists() {
         bail!("{} is missing: run make bench", noop_module().display());
@@ -477,6 +613,12 @@ fn main() -> Result<()> {
         })
     };
     let bridge = topology::wasm_module();
+    let native_bridge = topology::native_module();
+    ensure!(
+        native_bridge.exists(),
+        "{} is missing: run make build",
+        native_bridge.display()
+    );
     // THROUGHPUT_BASELINE=<a.wasm>:<b.wasm> adds chain and origin rows
     // running other builds of the module (A/B of a change, in one run).
     let baselines: Vec<(String, PathBuf)> = std::env::var("THROUGHPUT_BASELINE")
@@ -502,12 +644,28 @@ fn main() -> Result<()> {
             )?,
         ),
         (
+            "two Envoys, no-op Wasm filter, through nginx",
+            Topology::start_with_module(Hop::Nginx, Upstream::Server(server), &noop_module())?,
+        ),
+        (
             "bridge, edge → origin over HTTP/2",
             Topology::start_with_module(Hop::DirectHttp2, Upstream::Server(server), &bridge)?,
         ),
         (
             "bridge, edge → nginx → origin",
             Topology::start_with_module(Hop::Nginx, Upstream::Server(server), &bridge)?,
+        ),
+        (
+            "bridge, native build, edge → origin over HTTP/2",
+            Topology::start_with_module(
+                Hop::DirectHttp2,
+                Upstream::Server(server),
+                &native_bridge,
+            )?,
+        ),
+        (
+            "bridge, native build, edge → nginx → origin",
+            Topology::start_with_module(Hop::Nginx, Upstream::Server(server), &native_bridge)?,
         ),
     ];
     for (name, module) in &baselines {
@@ -551,6 +709,10 @@ fn main() -> Result<()> {
             "bridge, edge → nginx → origin",
             Topology::start_with_module(Hop::Nginx, Upstream::Server(server), &bridge)?,
         ),
+        (
+            "bridge, native build, edge → nginx → origin",
+            Topology::start_with_module(Hop::Nginx, Upstream::Server(server), &native_bridge)?,
+        ),
     ];
     let mut hops: Vec<Variant> = hop_variants
         .into_iter()
@@ -567,13 +729,19 @@ fn main() -> Result<()> {
             runs: Vec::new(),
         })
         .collect();
+    // Without the bridge the hop drops native gRPC's trailers: the no-op
+    // chain through nginx carries the marked gRPC-web the origin converts.
+    let through_nginx_without_bridge = |name: &str| name.ends_with("through nginx");
     let mut chain = chain
         .into_iter()
         .map(|(name, topology)| Variant {
             name: name.to_string(),
             target: topology.edge,
             topology: Arc::new(topology),
-            call: native(),
+            call: match through_nginx_without_bridge(name) {
+                true => web(true),
+                false => native(),
+            },
             runs: Vec::new(),
         })
         .collect::<Vec<_>>();
@@ -589,6 +757,7 @@ fn main() -> Result<()> {
         });
         chain
             .iter()
+            .filter(|variant| !through_nginx_without_bridge(&variant.name))
             .map(|variant| Variant {
                 name: variant.name.clone(),
                 target: variant.target,
@@ -645,7 +814,7 @@ fn main() -> Result<()> {
         ));
     }
     origins.push((
-        "origin config, no module (gated gRPC-web filter alone)".into(),
+        ORIGIN_REFERENCE.into(),
         origin(&bridge, remove_bridge)?,
         true,
     ));
@@ -659,19 +828,11 @@ fn main() -> Result<()> {
         origin(&bridge, |_| Ok(()))?,
         true,
     ));
-    if topology::native_module_dir()
-        .join("libgrpc_web_bridge.so")
-        .exists()
-    {
-        origins.push((
-            "bridge origin, native build (gRPC-web filter + dynamic module)".into(),
-            origin(&bridge, |config| {
-                topology::use_native_module(config);
-                Ok(())
-            })?,
-            true,
-        ));
-    }
+    origins.push((
+        "bridge origin, native build (gRPC-web filter + dynamic module)".into(),
+        origin(&native_bridge, |_| Ok(()))?,
+        true,
+    ));
     for (name, module) in &baselines {
         origins.push((name.clone(), origin(module, |_| Ok(()))?, true));
     }
@@ -699,14 +860,20 @@ fn main() -> Result<()> {
     };
     let mut texts = Vec::new();
     for (size, label) in TEXT_SIZES {
-        for (name, edit) in [
+        for (name, module, edit) in [
             (
                 "Envoy's gRPC-web filter alone",
+                &bridge,
                 native_filter_only as fn(&mut Value) -> Result<()>,
             ),
-            ("bridge origin", allow_8_mib_frames),
+            ("bridge origin", &bridge, allow_8_mib_frames),
+            (
+                "bridge origin, native build",
+                &native_bridge,
+                allow_8_mib_frames,
+            ),
         ] {
-            let topology = Topology::start_origin_with("origin.yaml", server, &bridge, edit)?;
+            let topology = Topology::start_origin_with("origin.yaml", server, module, edit)?;
             texts.push((
                 size,
                 label,
@@ -714,7 +881,7 @@ fn main() -> Result<()> {
                     name: name.to_string(),
                     target: topology.edge,
                     topology: Arc::new(topology),
-                    call: text(size, name == "bridge origin"),
+                    call: text(size, name.starts_with("bridge origin")),
                     runs: Vec::new(),
                 },
             ));
@@ -795,7 +962,7 @@ fn main() -> Result<()> {
             "Native gRPC through two Envoys (edge, origin)",
             &chain,
             0,
-            1,
+            0,
         );
     }
     if !hops[0].runs.is_empty() {
@@ -813,7 +980,7 @@ fn main() -> Result<()> {
             "1 MiB unary calls (1 MiB each way) through two Envoys",
             &large,
             0,
-            1,
+            0,
         );
     }
     if !streams[0].runs.is_empty() {
@@ -821,13 +988,13 @@ fn main() -> Result<()> {
             "A server stream of 64 × 64 KiB (4 MiB a call) through two Envoys: MB/s = req/s × 4.19",
             &streams,
             0,
-            1,
+            0,
         );
     }
     if !origins[0].runs.is_empty() {
         let floor = origins
             .iter()
-            .position(|v| v.name == ORIGIN_FLOOR)
+            .position(|v| v.name == ORIGIN_REFERENCE)
             .unwrap_or(0);
         table(
             "gRPC-web at the origin (binary, marked)",
@@ -836,13 +1003,14 @@ fn main() -> Result<()> {
             floor,
         );
     }
+    native_targets(&chain, &hops, &large, &streams, &origins);
     if !texts[0].2.runs.is_empty() {
         println!("\n#### grpc-web-text replies at the origin: CPU per MiB by size\n");
         println!(
             "| reply size | variant | req/s | ratio to Envoy's filter alone | origin CPU ms per MiB |"
         );
         println!("|---|---|---:|---:|---:|");
-        for pair in texts.chunks(2) {
+        for pair in texts.chunks(3) {
             let (size, label, native) = (&pair[0].0, pair[0].1, &pair[0].2);
             for (_, _, variant) in pair {
                 let rps = median(variant.runs.iter().map(|r| r.rps).collect());
