@@ -310,10 +310,14 @@ impl Stream {
         }
     }
 
-    /// After the last response body callback: trailers were added, so the
-    /// chunk is held (StopIterationAndBuffer) and the trailers go out from
-    /// the scheduler, which releases the chunk ahead of them.
-    fn hold_for_trailers(&self, envoy: FilterEnvoy, action: Action) -> Action {
+    /// After the last response body callback, if trailers were added: the
+    /// chunk is held (StopIterationAndBuffer) and the scheduler sends the
+    /// trailers on the next turn of the event loop, which releases the
+    /// chunk ahead of them. (Sent inside this callback instead, they would
+    /// pass the encoder filters after the module while Envoy is still
+    /// encoding this chunk: Envoy's gRPC-web filter's trailer frame is then
+    /// lost, and calls hung in the tests.)
+    fn end_with_trailers(&self, envoy: FilterEnvoy, action: Action) -> Action {
         if self.held_trailers.borrow().is_none() {
             return action;
         }
@@ -325,8 +329,8 @@ impl Stream {
         action
     }
 
-    /// Sends the held trailers (from the scheduler, outside any encoder
-    /// callback).
+    /// Sends the held trailers, through the whole encoder chain (the module
+    /// is the first encoder filter: the last before the router).
     fn send_held_trailers(&self, envoy: FilterEnvoy) {
         let Some(trailers) = self.held_trailers.borrow_mut().take() else {
             return;
@@ -450,7 +454,7 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_response_body(
             b.on_response_body(h, size, end_of_stream)
         });
         status(match end_of_stream {
-            true => stream.hold_for_trailers(envoy, action),
+            true => stream.end_with_trailers(envoy, action),
             false => action,
         })
     })
