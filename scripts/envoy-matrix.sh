@@ -31,7 +31,9 @@ suite() {
   if [ -z "$result" ] || ! grep -q '; 0 failed' <<<"$result"; then
     grep -E 'panicked|FAILED|error' "$log" | head -20 >&2
     if [ -z "$result" ]; then
-      result="did not run: $(grep -Eo -m1 '(undefined symbol: [a-z_]+|Failed to [^`]*|not found in any search path)' "$log" || echo "see the log")"
+      result="did not run: $(grep -Eo -m1 'undefined symbol: [a-z_]+' "$log" \
+        || grep -Eo -m1 '[a-z_.]+ not found in any search path' "$log" \
+        || grep -Eo -m1 'Failed to [^`]*' "$log" || echo "see the log")"
     fi
     rm -f "$log"
     echo "$result"
@@ -74,8 +76,8 @@ done
 report="$table"
 if [ "$bench" = 1 ]; then
   report+=$'\n\n'"Origin throughput, gRPC-web unary (64 B), one worker on core 0, 3 rounds × 4 s:"$'\n\n'
-  report+="| Envoy | variant | req/s | ratio to Envoy's gRPC-web filter alone (min–max) | CPU ms per 1k requests | CPU per request / the origin config with the no-op Wasm filter (min–max) | RSS MiB | p50 µs | p99 µs |"$'\n'
-  report+="|---|---|---:|---:|---|---|---|---:|---:|${bench_rows}"
+  report+="| Envoy | variant | req/s | ratio to Envoy's gRPC-web filter alone (min–max) | CPU ms per 1k requests | CPU per request / the origin config with no module (min–max) | RSS MiB | p50 µs | p99 µs | origin connections per 100 calls |"$'\n'
+  report+="|---|---|---:|---:|---|---|---|---:|---:|---:|${bench_rows}"
 fi
 echo "$report"
 if [ -n "$out" ]; then

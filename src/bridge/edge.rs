@@ -269,7 +269,7 @@ impl StreamBridge for Edge {
             return Action::Continue;
         };
         // Native gRPC and gRPC-web frame messages alike: only checked here.
-        match reader.read_request(host.body(Body::Request, 0, size), end_of_stream) {
+        match reader.check_request(host, size, end_of_stream) {
             Err(kind) => self.fail_request(host, kind.from(Peer::Downstream)),
             Ok(_) => {
                 if end_of_stream {

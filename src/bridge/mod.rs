@@ -403,16 +403,24 @@ impl FrameReader {
         Ok(Read { forward, trailers })
     }
 
-    /// Reads a request chunk, where a trailer frame is not allowed.
-    fn read_request(
+    /// Checks one chunk of a request body (native gRPC at the edge; binary
+    /// gRPC-web, after Envoy's filter, at the origin): frame prefixes and
+    /// limits are read, message payload is skipped without being copied
+    /// into the module.
+    fn check_request(
         &mut self,
-        chunk: Bytes,
+        host: &dyn Host,
+        size: usize,
         end_of_stream: bool,
-    ) -> Result<Option<Vec<u8>>, ErrorKind> {
-        let read = self.read(chunk, end_of_stream)?;
-        match read.trailers {
+    ) -> Result<(), ErrorKind> {
+        let skipped = self.skip_payload(size);
+        let unread = match skipped < size {
+            true => host.body(Body::Request, skipped, size - skipped),
+            false => Bytes::new(),
+        };
+        match self.read(unread, end_of_stream)?.trailers {
             Some(_) => Err(ErrorKind::UnexpectedTrailerFrame),
-            None => Ok(read.forward),
+            None => Ok(()),
         }
     }
 }

@@ -239,7 +239,7 @@ impl StreamBridge for Origin {
         let Request::Checking(reader) = &mut self.request else {
             return Action::Continue;
         };
-        match reader.read_request(host.body(Body::Request, 0, size), end_of_stream) {
+        match reader.check_request(host, size, end_of_stream) {
             Ok(_) => {
                 if end_of_stream {
                     self.request = Request::Done;

@@ -269,6 +269,26 @@ mod edge {
         );
     }
 
+    /// A large request message crosses in chunks; only the chunks where a
+    /// frame begins are read, not the payload between.
+    #[test]
+    fn request_payload_passes_without_being_read() {
+        let (mut edge, mut host) = converted();
+        let large = message(&[7; 1000]);
+        let body = [large.clone(), large].concat();
+        let chunks: Vec<&[u8]> = body.chunks(250).collect();
+        for (i, chunk) in chunks.iter().enumerate() {
+            host.send_request_body(&mut edge, chunk, i + 1 == chunks.len());
+        }
+        assert_eq!(host.upstream_body, body);
+        assert!(host.reply.is_none());
+        assert!(
+            host.body_bytes_read.get() <= 2 * 250,
+            "{}",
+            host.body_bytes_read.get()
+        );
+    }
+
     #[test]
     fn request_body_passes_unchanged() {
         let (mut edge, mut host) = converted();
@@ -927,6 +947,25 @@ mod origin {
         assert_eq!(host.downstream_body, message(b"pong"));
         assert_status(host.downstream_trailers.as_ref().unwrap(), "0", "");
         assert_eq!(host.reads.get(), 5);
+    }
+
+    /// As at the edge: request payload between frame prefixes is not read.
+    #[test]
+    fn request_payload_passes_without_being_read() {
+        let (mut origin, mut host) = marked();
+        let large = message(&[7; 1000]);
+        let body = [large.clone(), large].concat();
+        let chunks: Vec<&[u8]> = body.chunks(250).collect();
+        for (i, chunk) in chunks.iter().enumerate() {
+            host.send_request_body(&mut origin, chunk, i + 1 == chunks.len());
+        }
+        assert_eq!(host.upstream_body, body);
+        assert!(host.reply.is_none());
+        assert!(
+            host.body_bytes_read.get() <= 2 * 250,
+            "{}",
+            host.body_bytes_read.get()
+        );
     }
 
     #[test]
