@@ -10,6 +10,7 @@ use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, bail, ensure};
@@ -71,9 +72,46 @@ fn native_dir_for(module: &Path) -> Option<PathBuf> {
     }
 }
 
-/// A port no one listens on right now.
+/// A port no one listens on right now, below the kernel's ephemeral range.
+/// A port the kernel handed out (bind to port 0) goes back to that range
+/// when the probe closes, and an outgoing connection of any process may take
+/// it before Envoy binds it ("Address already in use", seen in CI); ports
+/// below the range are never handed out, so only listeners compete.
 pub fn free_port() -> Result<u16> {
-    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    // Handed out by this process: not yet bound, so not seen by the probe.
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    let (low, high) = ephemeral_range();
+    let span = u64::from(low.saturating_sub(FIRST_PORT)).max(1);
+    let seed = u64::from(std::process::id()).wrapping_mul(0x9E37_79B9_7F4A_7C15)
+        ^ std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64);
+    for _ in 0..1000 {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let mixed = (seed ^ n.wrapping_mul(0xBF58_476D_1CE4_E5B9)).rotate_left(17);
+        let port = FIRST_PORT + (mixed % span) as u16;
+        let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
+        if port < low && !given.contains(&port) && TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            given.push(port);
+            return Ok(port);
+        }
+    }
+    bail!("no free port in {FIRST_PORT}..{low} (ephemeral range {low}-{high})")
+}
+
+/// The lowest port [`free_port`] hands out.
+const FIRST_PORT: u16 = 10000;
+
+/// The kernel's ephemeral port range (Linux's default if unreadable).
+fn ephemeral_range() -> (u16, u16) {
+    std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|text| {
+            let mut parts = text.split_whitespace().map(|p| p.parse::<u16>().ok());
+            Some((parts.next()??, parts.next()??))
+        })
+        .unwrap_or((32768, 60999))
 }
 
 /// A running topology; dropping it stops every process it started.

@@ -741,7 +741,7 @@ fn unary_request() -> Vec<u8> {
     )
 }
 
-/// What the native build (origin side, experimental) does not do yet, by
+/// What the native build does not do, by
 /// case (docs/design.md, "The native build").
 fn native_gap(name: &str) -> Option<&'static str> {
     const OTHERS_REPLY: &str =
