@@ -76,9 +76,23 @@ fn cpu_jiffies() -> (u64, u64) {
     (total - idle, total)
 }
 
+/// What is under way, for the report when the run passes its bound:
+/// each case's name and how many of its runs have not ended, and whether
+/// the grpcio client is still running.
+static IN_FLIGHT: std::sync::Mutex<Vec<(&'static str, usize)>> = std::sync::Mutex::new(Vec::new());
+
+fn in_flight(name: &'static str, delta: isize) {
+    let mut cases = IN_FLIGHT.lock().unwrap_or_else(|e| e.into_inner());
+    match cases.iter_mut().find(|(n, _)| *n == name) {
+        Some((_, count)) => *count = count.saturating_add_signed(delta),
+        None => cases.push((name, delta.max(0) as usize)),
+    }
+}
+
 async fn stress(name: &str, server: std::net::SocketAddr, skip: &[&str]) -> Result<()> {
     let topology = Topology::start(Hop::Nginx, Upstream::Server(server))?;
     let target = format!("http://{}", topology.edge);
+    let topology_edge = topology.edge;
     let origin_admin = topology.origin_admin.expect("an origin");
     let cases: Vec<&'static Case> = CASES
         .iter()
@@ -94,11 +108,21 @@ async fn stress(name: &str, server: std::net::SocketAddr, skip: &[&str]) -> Resu
     let started = Instant::now();
     let cpu_before = cpu_jiffies();
     // The grpcio client runs alongside: another real client, more load.
-    let python = tokio::spawn(grpcio_client(topology.edge, (suites / 4).max(1) as u32));
+    let python = tokio::spawn(async move {
+        in_flight("grpcio client (python)", 1);
+        let result = grpcio_client(topology_edge, (suites / 4).max(1) as u32).await;
+        in_flight("grpcio client (python)", -1);
+        result
+    });
     let runs = futures::stream::iter((0..suites).flat_map(|_| cases.iter().copied()))
         .map(|case| {
             let target = target.clone();
-            async move { (case.name, (case.run)(target).await) }
+            async move {
+                in_flight(case.name, 1);
+                let result = (case.run)(target).await;
+                in_flight(case.name, -1);
+                (case.name, result)
+            }
         })
         .buffer_unordered(parallel)
         .collect::<Vec<_>>()
@@ -182,6 +206,18 @@ fn main() -> Result<()> {
             println!("0 passed, 1 failed");
             Err(error)
         }
-        Err(_) => anyhow::bail!("stress run passed its {deadline:?} bound"),
+        Err(_) => {
+            let pending: Vec<String> = IN_FLIGHT
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .iter()
+                .filter(|(_, count)| *count > 0)
+                .map(|(name, count)| format!("{name} ×{count}"))
+                .collect();
+            anyhow::bail!(
+                "stress run passed its {deadline:?} bound; still under way: {}",
+                pending.join(", ")
+            )
+        }
     }
 }
