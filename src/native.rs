@@ -866,31 +866,28 @@ struct TimerSlot {
 static NEXT_EVENT: AtomicU64 = AtomicU64::new(1);
 
 impl TimerSlot {
-    /// Makes the stream's scheduler if there is none yet (inside one of its
-    /// callbacks); whether there is one.
-    fn ensure_scheduler(&self, envoy: FilterEnvoy) -> bool {
-        let Ok(mut scheduler) = self.scheduler.lock() else {
-            return false;
-        };
+    /// Runs `f` on the stream's scheduler, made first if there is none yet
+    /// (inside one of its callbacks); `None` if there can be none.
+    fn with_scheduler<R>(
+        &self,
+        envoy: FilterEnvoy,
+        f: impl FnOnce(&ffi::Scheduler) -> R,
+    ) -> Option<R> {
+        let mut scheduler = self.scheduler.lock().ok()?;
         if scheduler.is_none() {
             *scheduler = ffi::Scheduler::new(envoy);
         }
-        scheduler.is_some()
+        scheduler.as_ref().map(f)
     }
 
     /// Delivers `event` to the stream on the next turn of its event loop.
     fn commit_now(&self, envoy: FilterEnvoy, event: u64) -> bool {
-        if !self.ensure_scheduler(envoy) {
-            return false;
-        }
-        match self.scheduler.lock() {
-            Ok(scheduler) => scheduler.as_ref().map(|s| s.commit(event)).is_some(),
-            Err(_) => false,
-        }
+        self.with_scheduler(envoy, |scheduler| scheduler.commit(event))
+            .is_some()
     }
 
     fn arm(self: &Arc<Self>, envoy: FilterEnvoy, at_millis: u64) {
-        if !self.ensure_scheduler(envoy) {
+        if self.with_scheduler(envoy, |_| ()).is_none() {
             return;
         }
         let event = NEXT_EVENT.fetch_add(1, Ordering::Relaxed);

@@ -533,13 +533,7 @@ fn native_targets(
         ),
         (
             "req/s: the same at 128 in flight (hop table)",
-            paired(
-                hops,
-                NATIVE_NGINX,
-                "two Envoys, no-op Wasm filter, through nginx",
-                true,
-                rps,
-            ),
+            paired(hops, NATIVE_NGINX, NOOP_NGINX, true, rps),
             "≥ 0.85",
         ),
         (
