@@ -7,10 +7,10 @@
 //! - [`bridge`]: one state machine per side, written against the small [`bridge::Host`] trait;
 //! - [`config`] and [`metrics`]: the plugin configuration and the counters;
 //! - [`marker`]: the signed marker that tells the origin what the edge converted;
-//! - [`abi`]: the proxy-wasm header-map wire format;
-//! - `adapter` (only in the `wasm32-wasip1` module): proxy-wasm callbacks and raw hostcalls;
-//! - `native` (only with `--features envoy-module`): the same machines as an
-//!   Envoy dynamic module, through Envoy's C ABI.
+//! - [`abi`]: the header map the state machines read (proxy-wasm's wire format);
+//! - `host`: the two hosts of the state machines, side by side: `proxy_wasm`
+//!   (the `.wasm` Envoy's Wasm filter loads) and `dynamic_module` (the `.so`
+//!   Envoy loads as a dynamic module, `--features envoy-module`).
 
 pub mod abi;
 pub mod bridge;
@@ -19,7 +19,4 @@ pub mod config;
 pub mod marker;
 pub mod metrics;
 
-#[cfg(target_os = "wasi")]
-mod adapter;
-#[cfg(all(feature = "envoy-module", not(target_arch = "wasm32")))]
-mod native;
+mod host;
