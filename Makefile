@@ -30,28 +30,27 @@ setup-e2e:
 	@scripts/install-node-peers.sh
 	@scripts/install-debian-tools.sh
 
-## Both builds of the module, at stable paths: the Wasm one and the native
+## Both builds of the module, at stable paths (each installed by rename,
+## never in place: a running Envoy maps the native build): the Wasm one and the native
 ## one (an Envoy dynamic module; docs/design.md, "The native build").
 build: build-wasm build-native
 
 build-wasm: setup-build
 	cargo build -p grpc-web-bridge --profile wasm --target wasm32-wasip1
 	@mkdir -p dist
-	@cp target/wasm32-wasip1/wasm/grpc_web_bridge.wasm $(WASM)
+	@scripts/install-module.sh target/wasm32-wasip1/wasm/grpc_web_bridge.wasm $(WASM)
 	@echo "built $(WASM): $$(stat -c %s $(WASM)) bytes"
 	@scripts/dev-cert.sh
 
 build-native: setup-build
 	cargo build -p grpc-web-bridge --release --lib --features envoy-module
-	@mkdir -p dist/native
-	@cp target/release/libgrpc_web_bridge.so dist/native/
+	@scripts/install-module.sh target/release/libgrpc_web_bridge.so dist/native/libgrpc_web_bridge.so
 	@echo "built dist/native/libgrpc_web_bridge.so: $$(stat -c %s dist/native/libgrpc_web_bridge.so) bytes"
 
 ## The native test build that panics on request (tests/peers/tests/native_panic.rs).
 build-panic-test: setup-build
 	cargo build -p grpc-web-bridge --release --lib --features panic-test --target-dir target/panic-test
-	@mkdir -p dist/native-panic-test
-	@cp target/panic-test/release/libgrpc_web_bridge.so dist/native-panic-test/
+	@scripts/install-module.sh target/panic-test/release/libgrpc_web_bridge.so dist/native-panic-test/libgrpc_web_bridge.so
 
 ## OCI layout in dist/oci: tags `compat` (Istio, Envoy Gateway) and `artifact` (CNCF Wasm).
 oci: build-wasm
