@@ -52,6 +52,12 @@ enum Request {
     PassThrough,
     /// Converted; the body's framing is checked as it streams.
     Checking(FrameReader),
+    /// The body broke the rules after the response had started, when a
+    /// local reply would only reset the stream and leave the client no
+    /// status. The rest of the body is dropped, its end still passes (so
+    /// the upstream ends the call as after a client's half-close), and the
+    /// error becomes the call's status when the response ends.
+    Dropping,
     Done,
 }
 
@@ -87,6 +93,9 @@ pub struct Edge {
     /// The client's content type, the reply's unless the origin says the
     /// upstream answered with another.
     native_content_type: Cow<'static, str>,
+    /// The client's request failed after the response had started: the
+    /// call's status when the response ends.
+    request_error: Option<Error>,
 }
 
 /// The plain native gRPC content type.
@@ -100,6 +109,7 @@ impl Edge {
             response: Response::Done,
             deadline: None,
             native_content_type: Cow::Borrowed(GRPC),
+            request_error: None,
         }
     }
 
@@ -135,6 +145,18 @@ impl Edge {
                 .is_some_and(|name| clusters.iter().any(|c| c.as_bytes() == name))
     }
 
+    /// A request body that breaks the rules (see [`Request::Dropping`]).
+    fn fail_request_body(&mut self, host: &mut dyn Host, error: Error, size: usize) -> Action {
+        if !matches!(self.response, Response::Web(_) | Response::Failing(_)) {
+            return self.fail_request(host, error);
+        }
+        report(host, &error);
+        self.request_error.get_or_insert(error);
+        self.request = Request::Dropping;
+        host.replace_body(Body::Request, size, &[]);
+        Action::Continue
+    }
+
     fn fail_request(&mut self, host: &mut dyn Host, error: Error) -> Action {
         host.cancel_timer();
         reply_error(host, &error, &self.native_content_type);
@@ -152,20 +174,23 @@ impl Edge {
     ) -> Option<Metadata> {
         let mut fields = match std::mem::replace(&mut self.response, Response::Done) {
             Response::Failing(error) => error_fields(&error),
-            Response::Web(body) => {
-                let found = body
-                    .frame_trailers
-                    .or(body.header_trailers)
-                    .or(upstream.filter(|t| !t.0.is_empty()));
-                match found {
-                    Some(fields) => fields,
-                    None => {
-                        let error = ErrorKind::MissingTrailers.from(Peer::Upstream);
-                        report(host, &error);
-                        error_fields(&error)
+            Response::Web(body) => match self.request_error.take() {
+                Some(error) => error_fields(&error),
+                None => {
+                    let found = body
+                        .frame_trailers
+                        .or(body.header_trailers)
+                        .or(upstream.filter(|t| !t.0.is_empty()));
+                    match found {
+                        Some(fields) => fields,
+                        None => {
+                            let error = ErrorKind::MissingTrailers.from(Peer::Upstream);
+                            report(host, &error);
+                            error_fields(&error)
+                        }
                     }
                 }
-            }
+            },
             other => {
                 self.response = other;
                 return None;
@@ -265,12 +290,17 @@ impl StreamBridge for Edge {
     }
 
     fn on_request_body(&mut self, host: &mut dyn Host, size: usize, end_of_stream: bool) -> Action {
-        let Request::Checking(reader) = &mut self.request else {
-            return Action::Continue;
+        let reader = match &mut self.request {
+            Request::Checking(reader) => reader,
+            Request::Dropping => {
+                host.replace_body(Body::Request, size, &[]);
+                return Action::Continue;
+            }
+            Request::PassThrough | Request::Done => return Action::Continue,
         };
         // Native gRPC and gRPC-web frame messages alike: only checked here.
         match reader.check_request(host, size, end_of_stream) {
-            Err(kind) => self.fail_request(host, kind.from(Peer::Downstream)),
+            Err(kind) => self.fail_request_body(host, kind.from(Peer::Downstream), size),
             Ok(_) => {
                 if end_of_stream {
                     self.request = Request::Done;

@@ -246,8 +246,24 @@ fn shown(value: &[u8]) -> String {
 
 /// Logs and counts an error; every error passes through here once.
 fn report(host: &mut dyn Host, error: &Error) {
-    log::warn!("{error}");
+    log::log!(log_level(error), "{error}");
     host.count(Counter::error(error));
+}
+
+/// How loudly an error is logged. Counters carry every error; a warning is
+/// for what an operator should act on: a server or hop that breaks the
+/// protocol, a marker the origin refuses (keys out of step, or a forgery),
+/// the module itself. A deadline is an ordinary outcome, and a client's own
+/// malformed request is its problem: it gets a status, the log a debug line
+/// (so a hostile client cannot flood it). docs/design.md, "Metrics".
+fn log_level(error: &Error) -> log::Level {
+    match (&error.kind, error.peer) {
+        (ErrorKind::Panic, _) => log::Level::Error,
+        (ErrorKind::DeadlineExceeded, _) => log::Level::Debug,
+        (ErrorKind::InvalidMarker(_), _) => log::Level::Warn,
+        (_, Peer::Downstream) => log::Level::Debug,
+        (_, Peer::Upstream) => log::Level::Warn,
+    }
 }
 
 /// Ends the stream with a trailers-only gRPC reply of `content_type`.

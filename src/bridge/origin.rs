@@ -46,6 +46,12 @@ enum Request {
     PassThrough,
     /// Guarded: the framing and the size limit are checked as it streams.
     Checking(FrameReader),
+    /// The body broke the rules after the response had started, when a
+    /// local reply would only reset the stream and leave the client no
+    /// status. The rest of the body is dropped, its end still passes (so
+    /// the server ends the call as after a client's half-close), and the
+    /// error becomes the call's status when the response ends.
+    Dropping,
     Done,
 }
 
@@ -95,6 +101,9 @@ pub struct Origin {
     /// The content-type of a local reply: the request's own when Envoy's
     /// gRPC-web filter will not give it one.
     reply_content_type: Cow<'static, str>,
+    /// The client's request failed after the response had started: the
+    /// call's status when the response ends.
+    request_error: Option<Error>,
 }
 
 impl Origin {
@@ -107,6 +116,7 @@ impl Origin {
             marked: false,
             native_content_type: None,
             reply_content_type: Cow::Borrowed(GRPC),
+            request_error: None,
         }
     }
 
@@ -159,8 +169,23 @@ impl Origin {
         Action::Pause
     }
 
+    /// A request body that breaks the rules (see [`Request::Dropping`]).
+    fn fail_request_body(&mut self, host: &mut dyn Host, error: Error, size: usize) -> Action {
+        if !matches!(self.response, Response::Streaming(_)) {
+            return self.fail(host, error);
+        }
+        report(host, &error);
+        self.request_error.get_or_insert(error);
+        self.request = Request::Dropping;
+        host.replace_body(Body::Request, size, &[]);
+        Action::Continue
+    }
+
     /// The call's final fields, settled (see [`settle_status`]).
     fn settle(&mut self, host: &mut dyn Host, mut fields: Metadata) -> Metadata {
+        if let Some(error) = self.request_error.take() {
+            fields = error_fields(&error);
+        }
         finish_trailers(
             host,
             &mut fields,
@@ -236,8 +261,13 @@ impl StreamBridge for Origin {
     }
 
     fn on_request_body(&mut self, host: &mut dyn Host, size: usize, end_of_stream: bool) -> Action {
-        let Request::Checking(reader) = &mut self.request else {
-            return Action::Continue;
+        let reader = match &mut self.request {
+            Request::Checking(reader) => reader,
+            Request::Dropping => {
+                host.replace_body(Body::Request, size, &[]);
+                return Action::Continue;
+            }
+            Request::PassThrough | Request::Done => return Action::Continue,
         };
         match reader.check_request(host, size, end_of_stream) {
             Ok(_) => {
@@ -246,7 +276,7 @@ impl StreamBridge for Origin {
                 }
                 Action::Continue
             }
-            Err(kind) => self.fail(host, kind.from(Peer::Downstream)),
+            Err(kind) => self.fail_request_body(host, kind.from(Peer::Downstream), size),
         }
     }
 

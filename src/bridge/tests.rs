@@ -109,6 +109,40 @@ fn base64(bytes: &[u8]) -> Vec<u8> {
     out
 }
 
+/// Warnings are for what an operator should act on; deadlines and a
+/// client's own bad requests, which the client hears about and the counters
+/// carry, log at debug.
+#[test]
+fn only_what_an_operator_acts_on_logs_above_debug() {
+    use crate::codec::ErrorKind;
+    use log::Level::{Debug, Error, Warn};
+    let cases = [
+        (ErrorKind::DeadlineExceeded.from(Peer::Upstream), Debug),
+        (ErrorKind::DeadlineExceeded.from(Peer::Downstream), Debug),
+        (
+            ErrorKind::TruncatedFrame { missing: 3 }.from(Peer::Downstream),
+            Debug,
+        ),
+        (
+            ErrorKind::MalformedContentType("x".into()).from(Peer::Downstream),
+            Debug,
+        ),
+        (
+            ErrorKind::TruncatedFrame { missing: 3 }.from(Peer::Upstream),
+            Warn,
+        ),
+        (ErrorKind::HttpStatus(503).from(Peer::Upstream), Warn),
+        (
+            ErrorKind::InvalidMarker(crate::marker::Refusal::BadSignature).from(Peer::Downstream),
+            Warn,
+        ),
+        (ErrorKind::Panic.from(Peer::Upstream), Error),
+    ];
+    for (error, level) in cases {
+        assert_eq!(super::log_level(&error), level, "{error}");
+    }
+}
+
 mod edge {
     use super::*;
     use crate::bridge::edge::Edge;
@@ -135,6 +169,40 @@ mod edge {
         let mut host = FakeHost::new();
         host.send_request_headers(&mut edge, NATIVE_REQUEST, false);
         (edge, host)
+    }
+
+    /// A client that half-closes inside a frame once the response has
+    /// started: a local reply would only reset the stream. The partial
+    /// frame is dropped, the end of the request passes, and the call ends
+    /// with the error as its status when the response ends.
+    #[test]
+    fn a_request_cut_inside_a_frame_after_the_response_started_ends_with_a_status() {
+        let (mut edge, mut host) = converted();
+        host.send_request_body(&mut edge, &message(b"ping"), false);
+        host.send_response_headers(&mut edge, WEB_RESPONSE, false);
+        host.send_response_body(&mut edge, &message(b"pong"), false);
+        let action = host.send_request_body(&mut edge, &[0, 0, 0], true);
+        assert_eq!(action, Action::Continue);
+        assert_eq!(host.upstream_body, message(b"ping"));
+        assert!(!host.reset && host.reply.is_none());
+        let mut body = message(b"late");
+        body.extend(trailer_frame(b"grpc-status: 0\r\n", false));
+        host.send_response_body(&mut edge, &body, true);
+        assert_eq!(
+            host.downstream_body,
+            [message(b"pong"), message(b"late")].concat()
+        );
+        let (code, text) = status_of(&host.downstream_trailers.clone().unwrap());
+        assert_eq!(code, "13");
+        assert!(
+            text.starts_with("grpc-web-bridge: client ended the stream")
+                && text.ends_with("short of a frame's end"),
+            "{text}"
+        );
+        assert!(
+            host.counters
+                .contains(&Counter::Error(Peer::Downstream, "truncated_frame"))
+        );
     }
 
     #[test]
@@ -1158,6 +1226,30 @@ mod origin {
             let (code, _) = status_of(&host.downstream_trailers.clone().unwrap());
             assert_eq!(code, "13", "trailers: {end_with_trailers}");
         }
+    }
+
+    /// As at the edge: a request cut inside a frame after the response
+    /// started ends with a status, not a reset.
+    #[test]
+    fn a_request_cut_inside_a_frame_after_the_response_started_ends_with_a_status() {
+        let (mut origin, mut host) = streaming();
+        let action = host.send_request_body(&mut origin, &[0, 0, 0], true);
+        assert_eq!(action, Action::Continue);
+        assert!(host.upstream_body.is_empty());
+        assert!(!host.reset && host.reply.is_none());
+        host.send_response_body(&mut origin, &message(b"pong"), false);
+        host.send_response_trailers(&mut origin, &[("grpc-status", "0")]);
+        assert_eq!(host.downstream_body, message(b"pong"));
+        let (code, text) = status_of(&host.downstream_trailers.clone().unwrap());
+        assert_eq!(code, "13");
+        assert!(
+            text.starts_with("grpc-web-bridge: client ended the stream"),
+            "{text}"
+        );
+        assert!(
+            host.counters
+                .contains(&Counter::Error(Peer::Downstream, "truncated_frame"))
+        );
     }
 
     #[test]

@@ -316,6 +316,28 @@ pub async fn h2_call(
     headers: &[(&str, &str)],
     body: &[u8],
 ) -> Result<Received> {
+    h2_call_with(address, path, headers, body, false).await
+}
+
+/// Like [`h2_call`], but the body (and the end of the request) goes only
+/// once the response headers are in: a full-duplex client, whose request
+/// fails while the response is under way.
+pub async fn h2_call_after_headers(
+    address: SocketAddr,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> Result<Received> {
+    h2_call_with(address, path, headers, body, true).await
+}
+
+async fn h2_call_with(
+    address: SocketAddr,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+    after_headers: bool,
+) -> Result<Received> {
     let socket = TcpStream::connect(address).await?;
     let (mut client, connection) = h2::client::handshake(socket).await?;
     tokio::spawn(connection);
@@ -330,8 +352,13 @@ pub async fn h2_call(
         request = request.header(*name, *value);
     }
     let (response, mut send) = client.send_request(request.body(())?, false)?;
-    send.send_data(Bytes::copy_from_slice(body), true)?;
+    if !after_headers {
+        send.send_data(Bytes::copy_from_slice(body), true)?;
+    }
     let response = tokio::time::timeout(Duration::from_secs(10), response).await??;
+    if after_headers {
+        send.send_data(Bytes::copy_from_slice(body), true)?;
+    }
     let mut received = Received {
         status: response.status().as_u16(),
         headers: response.headers().clone(),

@@ -18,7 +18,8 @@ use bridge_peers::harness::{NEW_KEY, OLD_KEY, interop_server, runtime, signed_ma
 use bridge_peers::interop_client::SPECIAL_MESSAGE;
 use bridge_peers::proto::SimpleRequest;
 use bridge_peers::raw::{
-    Received, Scripts, Step, frame, h2_call, h2_server, http1_call, http1_server,
+    Received, Scripts, Step, frame, h2_call, h2_call_after_headers, h2_server, http1_call,
+    http1_server,
 };
 use bridge_peers::topology::{self, Hop, Topology, Upstream};
 use libtest_mimic::{Arguments, Trial};
@@ -30,6 +31,7 @@ const GRPC: (&str, &str) = ("content-type", "application/grpc");
 const GRPC_WEB: (&str, &str) = ("content-type", "application/grpc-web");
 const MARKER: &str = "x-grpc-web-bridge";
 const UNARY: &str = "/grpc.testing.TestService/UnaryCall";
+const FULL_DUPLEX: &str = "/grpc.testing.TestService/FullDuplexCall";
 
 fn gzip(data: &[u8]) -> Vec<u8> {
     let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
@@ -820,6 +822,26 @@ fn main() -> Result<()> {
     let server = interop_server(&runtime)?;
     let interop = Arc::new(Topology::start(Hop::Nginx, Upstream::Server(server))?);
     normal_call(&interop, UNARY, unary_request());
+    // A full-duplex client that half-closes inside a frame once the
+    // response headers are in: a local reply then only resets the stream
+    // (the Wasm edge did, 7 runs in 8); the call must end with a status.
+    trials.push(trial(
+        "hostile_client::half_close_inside_a_frame_after_the_response_headers".into(),
+        &runtime,
+        &interop,
+        |t| async move {
+            for _ in 0..4 {
+                let r = h2_call_after_headers(t.edge, FULL_DUPLEX, &[], &[0, 0, 0]).await?;
+                ensure!(r.error.is_none(), "reset instead of a status: {r:?}");
+                status_is(
+                    &r,
+                    "13",
+                    "grpc-web-bridge: client ended the stream 2 bytes short of a frame's end",
+                )?;
+            }
+            Ok(())
+        },
+    ));
     trials.push(trial(
         "marker::client_marker_is_replaced_at_the_edge".into(),
         &runtime,
