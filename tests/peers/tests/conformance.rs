@@ -1385,6 +1385,15 @@ fn deadline_scripts() -> Scripts {
             ]),
         ],
     );
+    // A server that sends its headers, then the front of a message one
+    // byte at a time and never finishes it within the deadline.
+    let mut trickle = vec![head()];
+    for byte in [0u8, 0, 0, 0, 9, 1, 2, 3, 4, 5] {
+        trickle.push(Step::Data(vec![byte], false));
+        trickle.push(Step::Sleep(Duration::from_millis(300)));
+    }
+    trickle.push(Step::Trailers(vec![("grpc-status", "0")]));
+    s.insert("/headers-then-trickle", trickle);
     s.insert(
         "/headers-then-silent",
         vec![
@@ -1528,6 +1537,29 @@ fn deadline_trials(
                     .is_some_and(|v| v == "application/grpc-web-text+proto"),
                 "{r:?}"
             );
+            Ok(())
+        },
+    ));
+    // Over HTTP/1.1 a reset is a closed connection: a browser's call whose
+    // server sends its headers and then trickles a message it never
+    // finishes ends when the connection closes, at the deadline plus the
+    // grace, with no status and no part of the message (docs/design.md,
+    // Deadlines, says why no status can be sent there).
+    trials.push(trial(
+        "deadline::browser_over_http1_with_a_trickling_server_is_closed_after_the_grace".into(),
+        runtime,
+        &browsers,
+        |t| async move {
+            let headers = [GRPC_WEB, ("x-grpc-web", "1"), TIMEOUT];
+            let started = std::time::Instant::now();
+            let r = http1_call(t.edge, "/headers-then-trickle", &headers, &frame(0, b"")).await;
+            let took = started.elapsed();
+            ensure!(
+                (Duration::from_millis(1400)..Duration::from_millis(2500)).contains(&took),
+                "ended after {took:?}, wanted the deadline (500 ms) plus the grace (1 s): {r:?}"
+            );
+            // A whole reply would parse; the connection closed mid-body.
+            ensure!(r.is_err(), "a reply, not a closed connection: {r:?}");
             Ok(())
         },
     ));
