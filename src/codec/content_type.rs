@@ -52,11 +52,14 @@ pub enum Claim {
 
 impl ContentType {
     /// Classifies a content-type value. Letter case and parameters
-    /// (`; charset=...`) are tolerated, as the gRPC specs allow; the
-    /// subtype must be an HTTP token.
+    /// (`; charset=...`, each value a token or a quoted string, RFC 9110
+    /// §5.6.6) are tolerated, as the gRPC specs allow; the subtype must be
+    /// an HTTP token, and a parameter list that is not one makes the value
+    /// malformed.
     pub fn classify(value: &[u8]) -> Claim {
         const FAMILY: &[u8] = b"application/grpc";
-        let essence = value.split(|&b| b == b';').next().unwrap_or_default();
+        let split = value.iter().position(|&b| b == b';').unwrap_or(value.len());
+        let (essence, parameters) = value.split_at(split);
         let essence = essence.trim_ascii();
         if essence.len() < FAMILY.len() || !essence[..FAMILY.len()].eq_ignore_ascii_case(FAMILY) {
             return Claim::Other;
@@ -64,6 +67,9 @@ impl ContentType {
         let Ok(essence) = std::str::from_utf8(essence) else {
             return Claim::Malformed;
         };
+        if !is_parameter_list(parameters) {
+            return Claim::Malformed;
+        }
         let essence = essence.to_ascii_lowercase();
         let (base, subtype) = match essence.split_once('+') {
             Some((_, subtype)) if !is_token(subtype) => return Claim::Malformed,
@@ -104,11 +110,61 @@ impl ContentType {
     }
 }
 
-/// An HTTP token (RFC 9110 `tchar`s), as a media subtype must be.
+/// A codec subtype: an HTTP token (RFC 9110 `tchar`s) without `+`, which
+/// would start another suffix.
 fn is_token(s: &str) -> bool {
-    !s.is_empty()
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*-.^_`|~".contains(&b))
+    !s.is_empty() && s.bytes().all(|b| is_tchar(b) && b != b'+')
+}
+
+fn is_tchar(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+}
+
+/// What follows a media type, as RFC 9110 §5.6.6 has it:
+/// `*( OWS ";" OWS [ token "=" ( token / quoted-string ) ] )`.
+fn is_parameter_list(mut rest: &[u8]) -> bool {
+    let ows = |s: &[u8]| s.iter().take_while(|&&b| b == b' ' || b == b'\t').count();
+    let token = |s: &[u8]| s.iter().take_while(|&&b| is_tchar(b)).count();
+    loop {
+        rest = &rest[ows(rest)..];
+        let Some(after) = rest.strip_prefix(b";") else {
+            return rest.is_empty();
+        };
+        rest = &after[ows(after)..];
+        if rest.is_empty() || rest[0] == b';' {
+            continue;
+        }
+        let name = token(rest);
+        if name == 0 || rest.get(name) != Some(&b'=') {
+            return false;
+        }
+        rest = &rest[name + 1..];
+        let value = match rest.first() {
+            Some(b'"') => quoted_string_len(rest),
+            _ => Some(token(rest)).filter(|&n| n > 0),
+        };
+        let Some(value) = value else {
+            return false;
+        };
+        rest = &rest[value..];
+    }
+}
+
+/// The length of the quoted string `s` starts with (RFC 9110 §5.6.4: qdtext
+/// and quoted-pairs between DQUOTEs), or `None` if it is not one.
+fn quoted_string_len(s: &[u8]) -> Option<usize> {
+    let mut at = 1;
+    loop {
+        match *s.get(at)? {
+            b'"' => return Some(at + 1),
+            b'\\' => match *s.get(at + 1)? {
+                b'\t' | b' '..=b'~' | 0x80.. => at += 2,
+                _ => return None,
+            },
+            b'\t' | b' ' | b'!' | b'#'..=b'[' | b']'..=b'~' | 0x80.. => at += 1,
+            _ => return None,
+        }
+    }
 }
 
 #[cfg(test)]
@@ -157,6 +213,43 @@ mod tests {
             Some((GrpcWebText, None))
         );
         assert_eq!(classify("application/grpc;foo=bar"), Some((Grpc, None)));
+    }
+
+    /// RFC 9110 parameters: a token or a quoted string (with quoted-pairs)
+    /// as the value, empty parameters between semicolons, whitespace around
+    /// them. Anything else is not a parameter list.
+    #[test]
+    fn parameters_are_parsed_as_rfc_9110_has_them() {
+        for value in [
+            r#"application/grpc-web+proto; charset="x\"y"; a=b"#,
+            r#"application/grpc; a="semi;colon"; b="""#,
+            "application/grpc;",
+            "application/grpc ; ; a=b ;",
+            "application/grpc;\ta=b",
+            "application/grpc; a=\"tab\\\tand \\\\ pairs\"",
+        ] {
+            assert!(
+                matches!(ContentType::classify(value.as_bytes()), Claim::Grpc(_)),
+                "{value}"
+            );
+        }
+        for value in [
+            "application/grpc; a",
+            "application/grpc; =b",
+            "application/grpc; a=",
+            "application/grpc; a=b c",
+            "application/grpc; a b=c",
+            r#"application/grpc; a="unterminated"#,
+            r#"application/grpc; a="bad\"#,
+            "application/grpc; a=\"nul\0\"",
+            "application/grpc; a=b; c=\"x\ny\"",
+        ] {
+            assert_eq!(
+                ContentType::classify(value.as_bytes()),
+                Claim::Malformed,
+                "{value:?}"
+            );
+        }
     }
 
     #[test]

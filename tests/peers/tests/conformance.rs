@@ -1202,9 +1202,6 @@ fn browser_trials(
             "grpc-web-bridge: client sent a bridge marker that is malformed",
         ),
     ];
-    // gRPC-web Envoy's filter does not convert (it takes exactly four
-    // content types): refused in the client's own protocol, never passed
-    // on half-converted.
     let unconverted = |value: &str| {
         format!(
             "grpc-web-bridge: client sent content-type {value:?}, which this origin does not \
@@ -1213,10 +1210,18 @@ fn browser_trials(
         )
     };
     let leak = |text: String| -> &'static str { Box::leak(text.into_boxed_str()) };
+    // The same media type with parameters (RFC 9110: token or quoted-string
+    // values) or in other letter case: the shipped browser origin rewrites
+    // it to the one Envoy's filter converts, and the call is served.
     for (name, content_type, body) in [
         (
             "content_type_with_parameters",
             "application/grpc-web+proto; charset=utf-8",
+            frame(0, b""),
+        ),
+        (
+            "content_type_with_a_quoted_pair_and_an_unknown_parameter",
+            r#"application/grpc-web+proto; charset="x\"y"; a=b"#,
             frame(0, b""),
         ),
         (
@@ -1229,20 +1234,58 @@ fn browser_trials(
             "Application/gRPC-Web",
             frame(0, b""),
         ),
-        ("json_subtype", "application/grpc-web+json", frame(0, b"")),
     ] {
-        cases.push((
-            name,
-            content_type,
-            body,
-            vec![],
-            "13",
-            leak(unconverted(content_type)),
+        trials.push(trial(
+            format!("browser::{name}_is_converted_and_served"),
+            runtime,
+            browsers,
+            move |t| async move {
+                let page = "http://localhost:3000";
+                let headers = [
+                    ("content-type", content_type),
+                    ("x-grpc-web", "1"),
+                    ("origin", page),
+                ];
+                let r = http1_call(t.edge, "/ok", &headers, &body).await?;
+                status_is(&r, "0", "")?;
+                ensure!(
+                    r.headers
+                        .get("access-control-allow-origin")
+                        .is_some_and(|v| v == page),
+                    "no CORS: {r:?}"
+                );
+                ensure!(
+                    r.headers
+                        .get("content-type")
+                        .is_some_and(|v| v == "application/grpc-web+proto"),
+                    "{r:?}"
+                );
+                Ok(())
+            },
         ));
     }
+    // A codec Envoy's filter cannot convert is refused in the client's own
+    // protocol, never passed on half-converted.
+    let content_type = "application/grpc-web+json";
+    cases.push((
+        "json_subtype",
+        content_type,
+        frame(0, b""),
+        vec![],
+        "13",
+        leak(unconverted(content_type)),
+    ));
     for (name, content_type) in [
         ("empty_subtype", "application/grpc-web+"),
         ("subtype_with_a_space", "application/grpc-web-text+pro to"),
+        (
+            "unterminated_quoted_parameter",
+            r#"application/grpc-web; charset="utf-8"#,
+        ),
+        (
+            "parameter_without_a_value",
+            "application/grpc-web+proto; charset",
+        ),
     ] {
         let message =
             format!("grpc-web-bridge: client sent a malformed gRPC content-type {content_type:?}");
