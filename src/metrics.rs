@@ -104,8 +104,8 @@ fn slug(kind: &ErrorKind) -> &'static str {
         ErrorKind::MissingStatus => "missing_status",
         ErrorKind::InvalidStatus(_) => "invalid_status",
         ErrorKind::TrailersTooLarge { .. } => "trailers_too_large",
-        ErrorKind::HttpStatus(_) => "http_status",
-        ErrorKind::NotGrpc => "not_grpc",
+        ErrorKind::HttpStatus { .. } => "http_status",
+        ErrorKind::NotGrpc { .. } => "not_grpc",
         ErrorKind::InvalidMarker(_) => "invalid_marker",
         ErrorKind::DeadlineExceeded => "deadline_exceeded",
         ErrorKind::MalformedContentType(_) => "malformed_content_type",
@@ -124,7 +124,10 @@ mod tests {
     fn every_error_kind_has_a_counter_in_the_full_list() {
         let all = Counter::all();
         for kind in [
-            ErrorKind::NotGrpc,
+            ErrorKind::NotGrpc {
+                content_type: None,
+                by: None,
+            },
             ErrorKind::Panic,
             ErrorKind::MalformedContentType(String::new()),
             ErrorKind::TrailersTooLarge { size: 1, limit: 1 },

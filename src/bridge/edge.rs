@@ -22,7 +22,7 @@ use flate2::read::{GzDecoder, ZlibDecoder};
 
 use super::{
     Action, Body, Deadline, FrameReader, Host, Map, StreamBridge, error_fields, finish_trailers,
-    finish_trailers_only, make_marker, reply_error, report, shown,
+    finish_trailers_only, make_marker, not_grpc, reply_error, report, shown,
 };
 use crate::abi::HeaderPairs;
 use crate::codec::{
@@ -345,15 +345,8 @@ impl StreamBridge for Edge {
                 self.response = Response::Done;
                 return Action::Continue;
             }
-            (status, content_type) => {
-                let kind = match (status, content_type) {
-                    (Some(b"200"), None) => ErrorKind::NotGrpc,
-                    (status, _) => ErrorKind::HttpStatus(
-                        status
-                            .and_then(|s| std::str::from_utf8(s).ok()?.parse().ok())
-                            .unwrap_or(0),
-                    ),
-                };
+            (status, _) => {
+                let kind = not_grpc(&response, status);
                 host.set_header(Map::ResponseHeaders, ":status", b"200");
                 let reply = self.native_content_type.as_bytes();
                 host.set_header(Map::ResponseHeaders, "content-type", reply);

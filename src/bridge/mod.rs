@@ -244,6 +244,29 @@ fn shown(value: &[u8]) -> String {
     }
 }
 
+/// What a reply that is not gRPC means for the client: its HTTP status
+/// (mapped as grpc/doc/http-grpc-status-mapping.md says) or its content
+/// type, and who wrote it (`server`, else `via`), so that an intermediary's
+/// own page (a WAF's 403, a proxy's 502) names the intermediary.
+fn not_grpc(response: &HeaderPairs, status: Option<&[u8]>) -> ErrorKind {
+    let by = response
+        .get("server")
+        .or_else(|| response.get("via"))
+        .map(shown);
+    match status {
+        Some(b"200") => ErrorKind::NotGrpc {
+            content_type: response.get("content-type").map(shown),
+            by,
+        },
+        status => ErrorKind::HttpStatus {
+            status: status
+                .and_then(|s| std::str::from_utf8(s).ok()?.parse().ok())
+                .unwrap_or(0),
+            by,
+        },
+    }
+}
+
 /// Logs and counts an error; every error passes through here once.
 fn report(host: &mut dyn Host, error: &Error) {
     log::log!(log_level(error), "{error}");

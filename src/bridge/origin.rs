@@ -33,7 +33,7 @@ use bytes::Bytes;
 
 use super::{
     Action, Body, Deadline, FrameReader, Host, Map, StreamBridge, check_marker, error_fields,
-    finish_trailers, finish_trailers_only, reply_error, report, shown,
+    finish_trailers, finish_trailers_only, not_grpc, reply_error, report, shown,
 };
 use crate::abi::HeaderPairs;
 use crate::codec::{
@@ -298,8 +298,8 @@ impl StreamBridge for Origin {
             .get("content-type")
             .and_then(ContentType::parse)
             .filter(|ct| ct.protocol == Protocol::Grpc);
-        let failure =
-            (status != Some(b"200") || native.is_none()).then(|| not_grpc_reply(host, status));
+        let failure = (status != Some(b"200") || native.is_none())
+            .then(|| not_grpc_reply(host, &response, status));
         if let (None, Some(native), true) = (&failure, native, self.marked) {
             // Envoy's gRPC-web filter writes `application/grpc-web+proto`
             // whatever the upstream said: the edge learns the real one here
@@ -525,22 +525,13 @@ fn reply_type_for_malformed(value: &[u8]) -> &'static str {
 }
 
 /// What a reply that is not gRPC means for the client: Envoy's gRPC-web
-/// filter refusing the client's base64, or the upstream's HTTP status
-/// mapped as grpc/doc/http-grpc-status-mapping.md says.
-fn not_grpc_reply(host: &dyn Host, status: Option<&[u8]>) -> Error {
+/// filter refusing the client's base64, or what [`not_grpc`] says.
+fn not_grpc_reply(host: &dyn Host, response: &HeaderPairs, status: Option<&[u8]>) -> Error {
     if host
         .property("response\0code_details")
         .is_some_and(|details| details.starts_with(b"grpc_base_64_decode_failed"))
     {
         return ErrorKind::InvalidBase64Text.from(Peer::Downstream);
     }
-    let kind = match status {
-        Some(b"200") => ErrorKind::NotGrpc,
-        status => ErrorKind::HttpStatus(
-            status
-                .and_then(|s| std::str::from_utf8(s).ok()?.parse().ok())
-                .unwrap_or(0),
-        ),
-    };
-    kind.from(Peer::Upstream)
+    not_grpc(response, status).from(Peer::Upstream)
 }

@@ -131,7 +131,14 @@ fn only_what_an_operator_acts_on_logs_above_debug() {
             ErrorKind::TruncatedFrame { missing: 3 }.from(Peer::Upstream),
             Warn,
         ),
-        (ErrorKind::HttpStatus(503).from(Peer::Upstream), Warn),
+        (
+            ErrorKind::HttpStatus {
+                status: 503,
+                by: None,
+            }
+            .from(Peer::Upstream),
+            Warn,
+        ),
         (
             ErrorKind::InvalidMarker(crate::marker::Refusal::BadSignature).from(Peer::Downstream),
             Warn,
@@ -612,10 +619,10 @@ mod edge {
 
     #[test]
     fn http_error_from_upstream_maps_to_grpc_status_and_drops_the_body() {
-        for (http, grpc, eos) in [
-            ("503", "14", false),
-            ("404", "12", true),
-            ("401", "16", false),
+        for (http, grpc, eos, reason) in [
+            ("503", "14", false, "Service Unavailable"),
+            ("404", "12", true, "Not Found"),
+            ("401", "16", false, "Unauthorized"),
         ] {
             let (mut edge, mut host) = converted();
             host.send_response_headers(
@@ -638,9 +645,43 @@ mod edge {
             } else {
                 host.response_trailers.clone()
             };
-            let message = format!("grpc-web-bridge: upstream answered with HTTP status {http}");
+            let message =
+                format!("grpc-web-bridge: upstream answered with HTTP status {http} {reason}");
             assert_status(&status_block, grpc, &message);
             assert!(host.downstream_body.is_empty());
+        }
+    }
+
+    /// An intermediary's own page (a WAF's 403, a proxy's 200 HTML) reaches
+    /// the client as the mapped status, naming the intermediary, never as a
+    /// message.
+    #[test]
+    fn a_hops_own_page_names_the_hop() {
+        for (headers, code, message) in [
+            (
+                [
+                    (":status", "403"),
+                    ("content-type", "text/html"),
+                    ("server", "Apache/2.4.71 (Debian)"),
+                ],
+                "7",
+                "grpc-web-bridge: upstream answered with HTTP status 403 Forbidden, from \"Apache/2.4.71 (Debian)\"",
+            ),
+            (
+                [
+                    (":status", "200"),
+                    ("content-type", "text/html"),
+                    ("via", "1.1 varnish (Varnish/7.1)"),
+                ],
+                "2",
+                "grpc-web-bridge: upstream answered with content-type \"text/html\", not gRPC, from \"1.1 varnish (Varnish/7.1)\"",
+            ),
+        ] {
+            let (mut edge, mut host) = converted();
+            host.send_response_headers(&mut edge, &headers, false);
+            host.send_response_body(&mut edge, b"<html>blocked</html>", true);
+            assert!(host.downstream_body.is_empty());
+            assert_status(&host.response_trailers.clone(), code, message);
         }
     }
 
@@ -1401,7 +1442,7 @@ mod origin {
         assert_status(
             &host.downstream_trailers.clone().unwrap(),
             "14",
-            "grpc-web-bridge: upstream answered with HTTP status 503",
+            "grpc-web-bridge: upstream answered with HTTP status 503 Service Unavailable",
         );
         assert!(host.timer.is_none());
     }

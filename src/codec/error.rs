@@ -56,8 +56,10 @@ pub enum ErrorKind {
     MissingTrailers,
     /// Trailers arrived, but without `grpc-status`.
     MissingStatus,
-    /// The upstream answered with a non-200 HTTP status.
-    HttpStatus(u16),
+    /// The upstream answered with a non-200 HTTP status; `by` is who wrote
+    /// the reply (its `server`, else its `via`), so a hop's own error page
+    /// names the hop.
+    HttpStatus { status: u16, by: Option<String> },
     /// Envoy's gRPC-web filter refused a grpc-web-text request body as
     /// invalid base64 (it names no offset).
     InvalidBase64Text,
@@ -66,8 +68,12 @@ pub enum ErrorKind {
     TrailersTooLarge { size: usize, limit: u32 },
     /// `grpc-status` was not exactly one code from 0 to 16 (the values seen).
     InvalidStatus(String),
-    /// The upstream answered 200 with a content-type that is not gRPC.
-    NotGrpc,
+    /// The upstream answered 200 with a content-type that is not gRPC (the
+    /// value, if any, and who wrote the reply, as for `HttpStatus`).
+    NotGrpc {
+        content_type: Option<String>,
+        by: Option<String>,
+    },
     /// A request carried a bridge marker the origin refuses.
     InvalidMarker(crate::marker::Refusal),
     /// A content-type that starts like gRPC's but is none (the value seen).
@@ -105,8 +111,8 @@ impl Error {
                 Code::ResourceExhausted
             }
             ErrorKind::MissingStatus | ErrorKind::InvalidStatus(_) => Code::Unknown,
-            ErrorKind::HttpStatus(status) => Code::from_http_status(status),
-            ErrorKind::NotGrpc => Code::Unknown,
+            ErrorKind::HttpStatus { status, .. } => Code::from_http_status(status),
+            ErrorKind::NotGrpc { .. } => Code::Unknown,
             ErrorKind::InvalidMarker(_) => Code::Unauthenticated,
             ErrorKind::DeadlineExceeded => Code::DeadlineExceeded,
             _ => Code::Internal,
@@ -188,8 +194,22 @@ impl fmt::Display for Error {
             ErrorKind::InvalidStatus(values) => {
                 write!(f, "{who} sent an invalid grpc-status {values:?}")
             }
-            ErrorKind::HttpStatus(status) => write!(f, "{who} answered with HTTP status {status}"),
-            ErrorKind::NotGrpc => write!(f, "{who} answered with a non-gRPC content-type"),
+            ErrorKind::HttpStatus { status, by } => {
+                write!(f, "{who} answered with HTTP status {status}")?;
+                if let Some(reason) = crate::codec::status::http_reason(*status) {
+                    write!(f, " {reason}")?;
+                }
+                written_by(f, by)
+            }
+            ErrorKind::NotGrpc { content_type, by } => {
+                match content_type {
+                    Some(value) => {
+                        write!(f, "{who} answered with content-type {value:?}, not gRPC")?
+                    }
+                    None => write!(f, "{who} answered with no content-type, not gRPC")?,
+                }
+                written_by(f, by)
+            }
             ErrorKind::InvalidMarker(refusal) => {
                 write!(f, "{who} sent a bridge marker that {refusal}")
             }
@@ -209,6 +229,14 @@ impl fmt::Display for Error {
 }
 
 impl std::error::Error for Error {}
+
+/// `, from "nginx/1.22.1"`: who wrote a reply that is not gRPC.
+fn written_by(f: &mut std::fmt::Formatter<'_>, by: &Option<String>) -> std::fmt::Result {
+    match by {
+        Some(by) => write!(f, ", from {by:?}"),
+        None => Ok(()),
+    }
+}
 
 #[cfg(test)]
 mod tests {
@@ -250,7 +278,12 @@ mod tests {
             Code::Unknown
         );
         assert_eq!(
-            ErrorKind::HttpStatus(503).from(Peer::Upstream).code(),
+            ErrorKind::HttpStatus {
+                status: 503,
+                by: None
+            }
+            .from(Peer::Upstream)
+            .code(),
             Code::Unavailable
         );
     }

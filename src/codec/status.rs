@@ -46,6 +46,34 @@ impl Code {
     }
 }
 
+/// The reason phrase of the statuses a proxy between the sides writes
+/// itself (RFC 9110 §15), for error messages: Envoy keeps no reason phrase
+/// from HTTP/1.1.
+pub fn http_reason(status: u16) -> Option<&'static str> {
+    Some(match status {
+        400 => "Bad Request",
+        401 => "Unauthorized",
+        403 => "Forbidden",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        408 => "Request Timeout",
+        411 => "Length Required",
+        413 => "Content Too Large",
+        414 => "URI Too Long",
+        415 => "Unsupported Media Type",
+        426 => "Upgrade Required",
+        429 => "Too Many Requests",
+        431 => "Request Header Fields Too Large",
+        500 => "Internal Server Error",
+        501 => "Not Implemented",
+        502 => "Bad Gateway",
+        503 => "Service Unavailable",
+        504 => "Gateway Timeout",
+        505 => "HTTP Version Not Supported",
+        _ => return None,
+    })
+}
+
 /// Whether a `grpc-status` value is one canonical code, 0 to 16, in plain
 /// decimal (`"abc"`, `"007"`, `"17"` and `"0,13"` are not).
 pub fn is_valid_status(value: &[u8]) -> bool {

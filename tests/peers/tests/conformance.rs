@@ -355,7 +355,7 @@ fn native_cases() -> Vec<(&'static str, Check)> {
                 status_is(
                     &r,
                     "14",
-                    "grpc-web-bridge: upstream answered with HTTP status 503",
+                    "grpc-web-bridge: upstream answered with HTTP status 503 Service Unavailable",
                 )?;
                 ensure!(r.body.is_empty());
                 Ok(())
@@ -687,7 +687,7 @@ fn web_cases() -> Vec<(&'static str, &'static str, Check)> {
                 status_is(
                     &r,
                     "14",
-                    "grpc-web-bridge: upstream answered with HTTP status 502",
+                    "grpc-web-bridge: upstream answered with HTTP status 502 Bad Gateway",
                 )?;
                 ensure!(r.body.is_empty());
                 Ok(())
