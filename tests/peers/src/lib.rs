@@ -4,6 +4,7 @@
 pub mod flags;
 pub mod graph;
 pub mod harness;
+pub mod hops;
 pub mod interop_client;
 pub mod interop_server;
 pub mod raw;
