@@ -21,8 +21,10 @@ use std::net::SocketAddr;
 use anyhow::{Context as _, Result, bail, ensure};
 use bridge_peers::harness::{interop_server, runtime};
 use bridge_peers::hops::{self, Intermediary, Running};
+use bridge_peers::interop_client::channel;
 use bridge_peers::interop_client::{AWAITING_HEADERS, CASES, Case};
-use bridge_peers::proto::SimpleRequest;
+use bridge_peers::proto::test_service_client::TestServiceClient;
+use bridge_peers::proto::{Payload, ResponseParameters, SimpleRequest, StreamingOutputCallRequest};
 use bridge_peers::raw::{frame, h2_call};
 use bridge_peers::topology::{self, Hop, Topology, Upstream};
 use prost::Message;
@@ -51,6 +53,22 @@ fn expected(hop: &str, case: &str) -> (Outcome, &'static str) {
         "ping_pong" | "cancel_after_first_response" | "ping_pong_awaiting_headers"
     );
     match (hop, full_duplex) {
+        ("nginx-usual", false) => match case {
+            "messages_of_1_mib" => (Fails, "client_max_body_size is 1 MiB: 413"),
+            "stream_5_ms_apart_arrives_spaced" => (
+                Fails,
+                "proxy_buffering on: the response waits in nginx's buffers",
+            ),
+            "deadline_passing_mid_stream" => (
+                Fails,
+                "the first message waits in nginx's buffers past the deadline",
+            ),
+            _ => (Pass, ""),
+        },
+        ("haproxy-usual", false) if case == "stream_5_ms_apart_arrives_spaced" => (
+            Fails,
+            "without http-no-delay small messages wait to be sent together",
+        ),
         ("nginx-usual", true) => (
             Hangs,
             "nginx sends an HTTP/1.0 upstream the whole request, so it reads it to its end first",
@@ -77,19 +95,179 @@ fn expected(hop: &str, case: &str) -> (Outcome, &'static str) {
     }
 }
 
-/// The cases every hop runs: the interop cases and a client that awaits
-/// the response headers before it sends.
+/// The cases every hop runs: the interop cases, a client that awaits the
+/// response headers before it sends, and what a hop shows on its own:
+/// messages of 1 MiB, a server stream whose messages 5 ms apart must not
+/// arrive bunched, a deadline that passes mid-stream, and (`HOPS_IDLE_S`,
+/// `make hops`: 60) a stream idle that long between two messages.
 fn cases() -> Vec<&'static Case> {
-    CASES
-        .iter()
-        .chain(std::iter::once(&AWAITING_HEADERS))
-        .collect()
+    let mut cases: Vec<&'static Case> = CASES.iter().chain([&AWAITING_HEADERS]).collect();
+    cases.extend(PROBES);
+    if idle_seconds() > 0 {
+        cases.push(&IDLE);
+    }
+    cases
 }
 
-/// A row of the matrix: one hop (or cascade), each case's outcome.
+const PROBES: &[Case] = &[
+    Case {
+        name: "messages_of_1_mib",
+        run: |target| Box::pin(messages_of_1_mib(target)),
+    },
+    Case {
+        name: "stream_5_ms_apart_arrives_spaced",
+        run: |target| Box::pin(stream_arrives_spaced(target)),
+    },
+    Case {
+        name: "deadline_passing_mid_stream",
+        run: |target| Box::pin(deadline_passing_mid_stream(target)),
+    },
+];
+
+const IDLE: Case = Case {
+    name: "stream_idle_between_messages",
+    run: |target| Box::pin(stream_idle_between_messages(target)),
+};
+
+fn idle_seconds() -> u64 {
+    std::env::var("HOPS_IDLE_S")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0)
+}
+
+fn payload(size: usize) -> Option<Payload> {
+    Some(Payload {
+        body: vec![7; size],
+        ..Default::default()
+    })
+}
+
+async fn messages_of_1_mib(target: String) -> Result<()> {
+    let mut client = TestServiceClient::new(channel(&target).await?)
+        .max_decoding_message_size(4 << 20)
+        .max_encoding_message_size(4 << 20);
+    let request = SimpleRequest {
+        response_size: 1 << 20,
+        payload: payload(1 << 20),
+        ..Default::default()
+    };
+    let response = client.unary_call(request).await?.into_inner();
+    let size = response.payload.map_or(0, |p| p.body.len());
+    ensure!(size == 1 << 20, "a reply of {size} bytes");
+    Ok(())
+}
+
+/// Ten messages 5 ms apart: a hop that buffers the response delivers them
+/// together at the end. Timing on a busy machine varies, so the check is
+/// that they are spread over at least half the time the server took.
+async fn stream_arrives_spaced(target: String) -> Result<()> {
+    const INTERVAL: Duration = Duration::from_millis(5);
+    let mut client = TestServiceClient::new(channel(&target).await?);
+    let request = StreamingOutputCallRequest {
+        response_parameters: (0..10)
+            .map(|_| ResponseParameters {
+                size: 10,
+                interval_us: INTERVAL.as_micros() as i32,
+                compressed: None,
+            })
+            .collect(),
+        ..Default::default()
+    };
+    let mut stream = client.streaming_output_call(request).await?.into_inner();
+    let mut arrivals = Vec::new();
+    while stream.message().await?.is_some() {
+        arrivals.push(Instant::now());
+    }
+    ensure!(arrivals.len() == 10, "{} messages", arrivals.len());
+    let spread = arrivals[9] - arrivals[0];
+    ensure!(
+        spread >= INTERVAL * 9 / 2,
+        "ten messages 5 ms apart arrived within {spread:?}"
+    );
+    Ok(())
+}
+
+/// A message, then a server that goes quiet past the call's 500 ms
+/// deadline: the client gets the message, then the deadline in time.
+async fn deadline_passing_mid_stream(target: String) -> Result<()> {
+    let mut client = TestServiceClient::new(channel(&target).await?);
+    let mut request = tonic::Request::new(StreamingOutputCallRequest {
+        response_parameters: vec![
+            ResponseParameters {
+                size: 10,
+                ..Default::default()
+            },
+            ResponseParameters {
+                size: 10,
+                interval_us: 3_000_000,
+                compressed: None,
+            },
+        ],
+        ..Default::default()
+    });
+    request.set_timeout(Duration::from_millis(500));
+    let started = Instant::now();
+    let mut stream = client.streaming_output_call(request).await?.into_inner();
+    ensure!(stream.message().await?.is_some(), "no first message");
+    let status = match stream.message().await {
+        Err(status) => status,
+        Ok(message) => bail!("after the deadline: {message:?}"),
+    };
+    let took = started.elapsed();
+    // tonic reports its own timer as CANCELLED when it fires first.
+    ensure!(
+        matches!(
+            status.code(),
+            tonic::Code::DeadlineExceeded | tonic::Code::Cancelled
+        ),
+        "{status:?}"
+    );
+    ensure!(took < Duration::from_millis(2500), "ended after {took:?}");
+    Ok(())
+}
+
+/// A full-duplex stream idle for `HOPS_IDLE_S` between two round trips (a
+/// channel without the harness's 30 s per-call timeout).
+async fn stream_idle_between_messages(target: String) -> Result<()> {
+    let channel = tonic::transport::Endpoint::from_shared(target)?
+        .connect()
+        .await?;
+    let mut client = TestServiceClient::new(channel);
+    let (tx, rx) = tokio::sync::mpsc::channel(2);
+    let request = || StreamingOutputCallRequest {
+        response_parameters: vec![ResponseParameters {
+            size: 10,
+            ..Default::default()
+        }],
+        ..Default::default()
+    };
+    tx.send(request()).await?;
+    let mut replies = client
+        .full_duplex_call(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await?
+        .into_inner();
+    ensure!(replies.message().await?.is_some(), "no first reply");
+    tokio::time::sleep(Duration::from_secs(idle_seconds())).await;
+    tx.send(request()).await?;
+    ensure!(
+        replies.message().await?.is_some(),
+        "no reply after the idle time"
+    );
+    drop(tx);
+    ensure!(replies.message().await?.is_none(), "the call did not end");
+    Ok(())
+}
+
+/// A row of the matrix: one hop (or cascade), each case's outcome, and
+/// how many calls the edge sent through it against how many connections
+/// the origin accepted meanwhile (a hop that reuses its upstream
+/// connections opens few).
 struct Row {
     name: String,
     outcomes: Vec<(&'static str, Outcome, Duration, String)>,
+    calls: u64,
+    origin_connections: u64,
 }
 
 fn run_row(
@@ -105,11 +283,19 @@ fn run_row(
         &topology::wasm_module(),
     )?;
     let target = format!("http://{}", edge.edge);
+    let connections = || {
+        Topology::counter(
+            origin.origin_admin_or_edge(),
+            "http.origin.downstream_cx_total",
+        )
+    };
+    let connections_before = connections();
     let mut outcomes = Vec::new();
     for case in cases() {
         let started = Instant::now();
         let run = (case.run)(target.clone());
-        let result = runtime.block_on(async { tokio::time::timeout(BOUND, run).await });
+        let bound = BOUND + Duration::from_secs(idle_seconds());
+        let result = runtime.block_on(async { tokio::time::timeout(bound, run).await });
         let took = started.elapsed();
         let (outcome, detail) = match result {
             Ok(Ok(())) => (Outcome::Pass, String::new()),
@@ -118,10 +304,13 @@ fn run_row(
         };
         outcomes.push((case.name, outcome, took, detail));
     }
+    let calls = Topology::counter(edge.edge_admin, "cluster.hop.upstream_rq_total");
     Ok((
         Row {
             name: name.to_string(),
             outcomes,
+            calls,
+            origin_connections: connections() - connections_before,
         },
         running,
         edge,
@@ -212,6 +401,12 @@ fn main() -> Result<()> {
         let mut logs_needed = false;
         for (case, outcome, took, detail) in &row.outcomes {
             let (want, why) = expected(name, case);
+            if *outcome != Outcome::Pass {
+                println!(
+                    "  {name} / {case}: {} in {took:.1?} {detail}",
+                    symbol(*outcome)
+                );
+            }
             if *outcome == want {
                 passed += 1;
             } else {
@@ -268,6 +463,11 @@ fn main() -> Result<()> {
             .unwrap_or_default();
         text.push_str(&format!("| `{}` | {cells} |\n", case.name));
     }
+    text.push_str("| calls / new connections to the origin |");
+    for row in &table {
+        text.push_str(&format!(" {} / {} |", row.calls, row.origin_connections));
+    }
+    text.push('\n');
     println!("\n{text}");
     if let Ok(path) = std::env::var("HOPS_TABLE") {
         std::fs::write(path, &text)?;
