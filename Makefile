@@ -115,8 +115,8 @@ test-e2e: oci build build-panic-test setup-e2e
 ## shipped configuration and a cascade, with each build; the tables go to
 ## target/hops-wasm.md and target/hops-native.md.
 hops: build setup-e2e
-	HOPS=all HOPS_TABLE=target/hops-wasm.md cargo test -p bridge-peers --release --test hops
-	BRIDGE_BUILD=native HOPS=all HOPS_TABLE=target/hops-native.md cargo test -p bridge-peers --release --test hops
+	HOPS=all HOPS_IDLE_S=65 HOPS_TABLE=target/hops-wasm.md cargo test -p bridge-peers --release --test hops
+	BRIDGE_BUILD=native HOPS=all HOPS_IDLE_S=65 HOPS_TABLE=target/hops-native.md cargo test -p bridge-peers --release --test hops
 
 ## The compose topology in Docker: local images, up, healthy, verify.sh, down.
 compose: oci build setup-e2e

@@ -1,4 +1,7 @@
-# Varnish 7 between the edge and the origin (docs/hops.md).
+# Varnish 7 between the edge and the origin (docs/hops.md). Start it with
+# `-p pipe_timeout=3600` (or longer than any call may stay silent): a pipe
+# with no byte either way for pipe_timeout (60 s) is closed, and the call
+# with it, with no status.
 vcl 4.1;
 
 backend origin {

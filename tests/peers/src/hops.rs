@@ -243,7 +243,9 @@ impl Intermediary {
                 command.arg("-F").arg("-n").arg(dir.join("varnish"));
                 command.arg("-a").arg(listen.to_string());
                 match config {
-                    Some(vcl) => command.arg("-f").arg(vcl),
+                    // The shipped VCL pipes gRPC-web, and a pipe is closed
+                    // after pipe_timeout (60 s) without a byte either way.
+                    Some(vcl) => command.arg("-f").arg(vcl).args(["-p", "pipe_timeout=3600"]),
                     None => command.arg("-b").arg(upstream.to_string()),
                 };
                 command.args(["-s", "malloc,64m"]);

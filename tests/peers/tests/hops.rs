@@ -227,35 +227,35 @@ async fn deadline_passing_mid_stream(target: String) -> Result<()> {
     Ok(())
 }
 
-/// A full-duplex stream idle for `HOPS_IDLE_S` between two round trips (a
-/// channel without the harness's 30 s per-call timeout).
+/// A server stream whose second message comes `HOPS_IDLE_S` after the
+/// first: the idle time a hop allows a call (a channel without the
+/// harness's 30 s per-call timeout).
 async fn stream_idle_between_messages(target: String) -> Result<()> {
     let channel = tonic::transport::Endpoint::from_shared(target)?
         .connect()
         .await?;
     let mut client = TestServiceClient::new(channel);
-    let (tx, rx) = tokio::sync::mpsc::channel(2);
-    let request = || StreamingOutputCallRequest {
-        response_parameters: vec![ResponseParameters {
-            size: 10,
-            ..Default::default()
-        }],
+    let request = StreamingOutputCallRequest {
+        response_parameters: vec![
+            ResponseParameters {
+                size: 10,
+                ..Default::default()
+            },
+            ResponseParameters {
+                size: 10,
+                interval_us: (idle_seconds() * 1_000_000) as i32,
+                compressed: None,
+            },
+        ],
         ..Default::default()
     };
-    tx.send(request()).await?;
-    let mut replies = client
-        .full_duplex_call(tokio_stream::wrappers::ReceiverStream::new(rx))
-        .await?
-        .into_inner();
-    ensure!(replies.message().await?.is_some(), "no first reply");
-    tokio::time::sleep(Duration::from_secs(idle_seconds())).await;
-    tx.send(request()).await?;
+    let mut stream = client.streaming_output_call(request).await?.into_inner();
+    ensure!(stream.message().await?.is_some(), "no first message");
     ensure!(
-        replies.message().await?.is_some(),
-        "no reply after the idle time"
+        stream.message().await?.is_some(),
+        "no message after the idle time"
     );
-    drop(tx);
-    ensure!(replies.message().await?.is_none(), "the call did not end");
+    ensure!(stream.message().await?.is_none(), "the call did not end");
     Ok(())
 }
 
