@@ -21,8 +21,9 @@ use bytes::Bytes;
 use flate2::read::{GzDecoder, ZlibDecoder};
 
 use super::{
-    Action, Body, Deadline, FrameReader, Host, Map, StreamBridge, error_fields, finish_trailers,
-    finish_trailers_only, make_marker, not_grpc, reply_error, report, shown,
+    Action, Body, Deadline, FrameReader, Host, Map, StreamBridge, drop_failed_request,
+    error_fields, finish_trailers, finish_trailers_only, make_marker, not_grpc, reply_error,
+    report, shown,
 };
 use crate::abi::HeaderPairs;
 use crate::codec::{
@@ -150,11 +151,8 @@ impl Edge {
         if !matches!(self.response, Response::Web(_) | Response::Failing(_)) {
             return self.fail_request(host, error);
         }
-        report(host, &error);
-        self.request_error.get_or_insert(error);
         self.request = Request::Dropping;
-        host.replace_body(Body::Request, size, &[]);
-        Action::Continue
+        drop_failed_request(host, &mut self.request_error, error, size)
     }
 
     fn fail_request(&mut self, host: &mut dyn Host, error: Error) -> Action {

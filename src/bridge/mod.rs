@@ -267,6 +267,21 @@ fn not_grpc(response: &HeaderPairs, status: Option<&[u8]>) -> ErrorKind {
     }
 }
 
+/// A request body that broke the rules once the response was under way
+/// (each side's `Request::Dropping`): the error is reported and kept as the
+/// call's status (the first one wins), and this chunk goes nowhere.
+fn drop_failed_request(
+    host: &mut dyn Host,
+    kept: &mut Option<Error>,
+    error: Error,
+    size: usize,
+) -> Action {
+    report(host, &error);
+    kept.get_or_insert(error);
+    host.replace_body(Body::Request, size, &[]);
+    Action::Continue
+}
+
 /// Logs and counts an error; every error passes through here once.
 fn report(host: &mut dyn Host, error: &Error) {
     log::log!(log_level(error), "{error}");

@@ -32,8 +32,9 @@ use std::rc::Rc;
 use bytes::Bytes;
 
 use super::{
-    Action, Body, Deadline, FrameReader, Host, Map, StreamBridge, check_marker, error_fields,
-    finish_trailers, finish_trailers_only, not_grpc, reply_error, report, shown,
+    Action, Body, Deadline, FrameReader, Host, Map, StreamBridge, check_marker,
+    drop_failed_request, error_fields, finish_trailers, finish_trailers_only, not_grpc,
+    reply_error, report, shown,
 };
 use crate::abi::HeaderPairs;
 use crate::codec::{
@@ -174,11 +175,8 @@ impl Origin {
         if !matches!(self.response, Response::Streaming(_)) {
             return self.fail(host, error);
         }
-        report(host, &error);
-        self.request_error.get_or_insert(error);
         self.request = Request::Dropping;
-        host.replace_body(Body::Request, size, &[]);
-        Action::Continue
+        drop_failed_request(host, &mut self.request_error, error, size)
     }
 
     /// The call's final fields, settled (see [`settle_status`]).
