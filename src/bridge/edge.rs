@@ -22,8 +22,8 @@ use flate2::read::{GzDecoder, ZlibDecoder};
 
 use super::{
     Action, Body, Deadline, FrameReader, Host, Map, StreamBridge, drop_failed_request,
-    error_fields, finish_trailers, finish_trailers_only, make_marker, not_grpc, reply_error,
-    report, shown,
+    drop_request_chunk, error_fields, finish_trailers, finish_trailers_only, make_marker, not_grpc,
+    reply_error, report, shown,
 };
 use crate::abi::HeaderPairs;
 use crate::codec::{
@@ -290,10 +290,7 @@ impl StreamBridge for Edge {
     fn on_request_body(&mut self, host: &mut dyn Host, size: usize, end_of_stream: bool) -> Action {
         let reader = match &mut self.request {
             Request::Checking(reader) => reader,
-            Request::Dropping => {
-                host.replace_body(Body::Request, size, &[]);
-                return Action::Continue;
-            }
+            Request::Dropping => return drop_request_chunk(host, size),
             Request::PassThrough | Request::Done => return Action::Continue,
         };
         // Native gRPC and gRPC-web frame messages alike: only checked here.

@@ -278,7 +278,14 @@ fn drop_failed_request(
 ) -> Action {
     report(host, &error);
     kept.get_or_insert(error);
-    host.replace_body(Body::Request, size, &[]);
+    drop_request_chunk(host, size)
+}
+
+/// Drops a request chunk of a failed request; its end still passes.
+fn drop_request_chunk(host: &mut dyn Host, size: usize) -> Action {
+    if size > 0 {
+        host.replace_body(Body::Request, size, &[]);
+    }
     Action::Continue
 }
 

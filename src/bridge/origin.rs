@@ -33,8 +33,8 @@ use bytes::Bytes;
 
 use super::{
     Action, Body, Deadline, FrameReader, Host, Map, StreamBridge, check_marker,
-    drop_failed_request, error_fields, finish_trailers, finish_trailers_only, not_grpc,
-    reply_error, report, shown,
+    drop_failed_request, drop_request_chunk, error_fields, finish_trailers, finish_trailers_only,
+    not_grpc, reply_error, report, shown,
 };
 use crate::abi::HeaderPairs;
 use crate::codec::{
@@ -261,10 +261,7 @@ impl StreamBridge for Origin {
     fn on_request_body(&mut self, host: &mut dyn Host, size: usize, end_of_stream: bool) -> Action {
         let reader = match &mut self.request {
             Request::Checking(reader) => reader,
-            Request::Dropping => {
-                host.replace_body(Body::Request, size, &[]);
-                return Action::Continue;
-            }
+            Request::Dropping => return drop_request_chunk(host, size),
             Request::PassThrough | Request::Done => return Action::Continue,
         };
         match reader.check_request(host, size, end_of_stream) {
