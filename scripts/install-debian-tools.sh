@@ -27,7 +27,7 @@ commands=("$@")
 missing=()
 for command in "${commands[@]}"; do
   [ -n "${package[$command]:-}" ] || die "no package known for $command"
-  # shellcheck disable=SC2206 # a entry may name two packages
+  # shellcheck disable=SC2206 # an entry may name two packages
   present "$command" || missing+=(${package[$command]})
 done
 [ ${#missing[@]} -eq 0 ] && exit 0

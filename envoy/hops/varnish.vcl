@@ -10,12 +10,10 @@ backend origin {
 }
 
 sub vcl_recv {
-    # gRPC: Varnish's own HTTP handling reads a request body before it
-    # forwards it and answers 503 when the upstream's first byte is late
-    # (first_byte_timeout), so a full-duplex call, whose server waits for
-    # the client's next message, ends UNAVAILABLE. `pipe` hands the
-    # connection to the origin as a byte stream for as long as it lasts;
-    # gRPC-web is never cacheable anyway.
+    # gRPC: through Varnish's own HTTP handling a full-duplex call, whose
+    # client waits for a reply before it sends more, ends UNAVAILABLE (503)
+    # after 5 s. `pipe` hands the connection to the origin as a byte
+    # stream for as long as it lasts; gRPC-web is never cacheable anyway.
     if (req.http.content-type ~ "^application/grpc-web") {
         return (pipe);
     }

@@ -14,7 +14,7 @@ use std::process::{Child, Command};
 
 use anyhow::{Context as _, Result, bail};
 
-use crate::topology::{free_port, repo_root, spawn, wait_for};
+use crate::topology::{free_port, nginx_config_between, repo_root, spawn, wait_for};
 
 /// Which proxy program a hop runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -33,35 +33,37 @@ pub struct Intermediary {
     /// Short name, unique in the matrix (`nginx-usual`, `haproxy`, ...).
     pub name: &'static str,
     pub program: Program,
-    /// The config file, under `envoy/`; `None` for Varnish's built-in VCL
-    /// (`varnishd -b`).
+    /// The config file: `nginx.conf` (the compose topology's) or a file of
+    /// `envoy/hops/`; `None` for Varnish's built-in VCL (`varnishd -b`).
     pub config: Option<&'static str>,
 }
 
 /// Each intermediary the way most people configure it, with nothing
 /// changed for gRPC: what a new user meets first.
 pub const USUAL: &[Intermediary] = &[
-    hop("nginx-usual", Program::Nginx, "hops/nginx-usual.conf"),
-    hop("haproxy-usual", Program::Haproxy, "hops/haproxy-usual.cfg"),
-    hop("apache-usual", Program::Apache, "hops/apache-usual.conf"),
-    hop("squid-usual", Program::Squid, "hops/squid-usual.conf"),
+    hop("nginx-usual", Program::Nginx, "nginx-usual.conf"),
+    hop("haproxy-usual", Program::Haproxy, "haproxy-usual.cfg"),
+    hop("apache-usual", Program::Apache, "apache-usual.conf"),
+    hop("squid-usual", Program::Squid, "squid-usual.conf"),
     hop("varnish-usual", Program::Varnish, ""),
-    hop("caddy-usual", Program::Caddy, "hops/Caddyfile-usual"),
-    hop("waf-usual", Program::Apache, "hops/apache-waf-usual.conf"),
+    // Nothing in Caddy's usual configuration needs changing (docs/hops.md).
+    hop("caddy-usual", Program::Caddy, "Caddyfile"),
+    hop("waf-usual", Program::Apache, "apache-waf-usual.conf"),
 ];
 
 /// The configurations this project ships for each intermediary.
 pub const SHIPPED: &[Intermediary] = &[
     hop("nginx", Program::Nginx, "nginx.conf"),
-    hop("haproxy", Program::Haproxy, "hops/haproxy.cfg"),
-    hop("apache", Program::Apache, "hops/apache.conf"),
-    hop("squid", Program::Squid, "hops/squid.conf"),
-    hop("varnish", Program::Varnish, "hops/varnish.vcl"),
-    hop("caddy", Program::Caddy, "hops/Caddyfile"),
-    hop("waf", Program::Apache, "hops/apache-waf.conf"),
+    hop("haproxy", Program::Haproxy, "haproxy.cfg"),
+    hop("apache", Program::Apache, "apache.conf"),
+    hop("squid", Program::Squid, "squid.conf"),
+    hop("varnish", Program::Varnish, "varnish.vcl"),
+    hop("caddy", Program::Caddy, "Caddyfile"),
+    hop("waf", Program::Apache, "apache-waf.conf"),
 ];
 
-/// An intermediary whose config is `config` under `envoy/` ("": none).
+/// An intermediary whose config is `config` ("": none; see
+/// [`Intermediary::config`]).
 const fn hop(name: &'static str, program: Program, config: &'static str) -> Intermediary {
     Intermediary {
         name,
@@ -115,31 +117,10 @@ impl Drop for Running {
     }
 }
 
-/// A config file with its placeholders filled in (`main`: the file the
-/// program is started with, which must say where to listen).
-fn render(
-    config: &Path,
-    listen: SocketAddr,
-    upstream: SocketAddr,
-    dir: &Path,
-    main: bool,
-) -> Result<String> {
+/// A config file of `envoy/hops/` with its placeholders filled in.
+fn render(config: &Path, listen: SocketAddr, upstream: SocketAddr, dir: &Path) -> Result<String> {
     let text =
         std::fs::read_to_string(config).with_context(|| format!("reading {}", config.display()))?;
-    // The shipped nginx.conf is the compose topology's: move it to loopback.
-    let text = text
-        .replace("listen 8081;", &format!("listen {listen};"))
-        .replace("server origin:8082;", &format!("server {upstream};"))
-        .replace(
-            "pid nginx.pid;",
-            &format!("pid {}/nginx.pid;", dir.display()),
-        );
-    if main && !text.contains(&format!("{listen}")) && !text.contains("@LISTEN@") {
-        bail!(
-            "{} says nowhere where to listen (@LISTEN@)",
-            config.display()
-        );
-    }
     Ok(text
         .replace("@LISTEN@", &listen.to_string())
         .replace("@UPSTREAM_HOST@", &upstream.ip().to_string())
@@ -161,30 +142,21 @@ impl Intermediary {
             listen.port()
         ));
         std::fs::create_dir_all(dir.join("tmp"))?;
-        // Every file of envoy/hops/, for what a config includes.
+        // Every file of envoy/hops/, rendered: the config and what it includes.
         for entry in std::fs::read_dir(repo_root().join("envoy/hops"))? {
             let path = entry?.path();
             if let Some(name) = path.file_name().filter(|_| path.is_file()) {
-                std::fs::write(
-                    dir.join(name),
-                    render(&path, listen, upstream, &dir, false)?,
-                )?;
+                std::fs::write(dir.join(name), render(&path, listen, upstream, &dir)?)?;
             }
         }
         let config = match self.config {
-            Some(file) => {
-                let rendered = render(
-                    &repo_root().join("envoy").join(file),
-                    listen,
-                    upstream,
-                    &dir,
-                    // Varnish is told where to listen on its command line.
-                    self.program != Program::Varnish,
-                )?;
-                let path = dir.join(Path::new(file).file_name().context("config name")?);
-                std::fs::write(&path, rendered)?;
+            // The compose topology's hop, moved to these addresses.
+            Some("nginx.conf") => {
+                let path = dir.join("nginx.conf");
+                std::fs::write(&path, nginx_config_between(listen, upstream)?)?;
                 Some(path)
             }
+            Some(file) => Some(dir.join(file)),
             None => None,
         };
         let mut command = self.command(listen, upstream, &dir, config.as_deref())?;

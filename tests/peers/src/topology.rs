@@ -328,6 +328,21 @@ fn use_http2_to_hop(config: &mut Value) -> Result<()> {
     Ok(())
 }
 
+/// The compose topology's nginx.conf, listening on `listen` and forwarding
+/// to `upstream` (both on loopback): the hop matrix's shipped nginx.
+pub fn nginx_config_between(listen: SocketAddr, upstream: SocketAddr) -> Result<String> {
+    let graph = Graph::load()?;
+    let chain = graph.chain("edge")?;
+    let hop = chain.get(1).context("the compose graph has no hop")?;
+    let from_listen = hop.listen.context("nginx without listen")?;
+    let (_, from_upstream) = hop.upstream.clone().context("nginx without upstream")?;
+    let ports = HashMap::from([
+        (from_listen, listen.port()),
+        (from_upstream, upstream.port()),
+    ]);
+    local_nginx_config(hop, &ports)
+}
+
 /// nginx's config with its listen and upstream addresses moved to loopback.
 fn local_nginx_config(hop: &Service, ports: &HashMap<u16, u16>) -> Result<String> {
     let path = hop.config.as_ref().context("nginx without config")?;

@@ -97,6 +97,18 @@ fn vms_healthy(topologies: &[&Topology]) -> Result<()> {
     Ok(())
 }
 
+/// The reply carries CORS for the page at `page`.
+fn cors_for(received: &Received, page: &str) -> Result<()> {
+    ensure!(
+        received
+            .headers
+            .get("access-control-allow-origin")
+            .is_some_and(|v| v == page),
+        "no CORS: {received:?}"
+    );
+    Ok(())
+}
+
 fn status_is(received: &Received, code: &str, message: &str) -> Result<()> {
     ensure!(
         received.error.is_none(),
@@ -1248,12 +1260,7 @@ fn browser_trials(
                 ];
                 let r = http1_call(t.edge, "/ok", &headers, &body).await?;
                 status_is(&r, "0", "")?;
-                ensure!(
-                    r.headers
-                        .get("access-control-allow-origin")
-                        .is_some_and(|v| v == page),
-                    "no CORS: {r:?}"
-                );
+                cors_for(&r, page)?;
                 ensure!(
                     r.headers
                         .get("content-type")
@@ -1348,12 +1355,7 @@ fn browser_trials(
                 status_is(&r, "8", &message)?;
                 let block = r.body_trailers().context("no trailer frame")?;
                 ensure!(r.body[..r.body.len() - block.len() - 5] == hello(), "body {:?}", r.body);
-                ensure!(
-                    r.headers
-                        .get("access-control-allow-origin")
-                        .is_some_and(|v| v == page),
-                    "no CORS: {r:?}"
-                );
+                cors_for(&r, page)?;
                 Ok(())
             },
         )
@@ -1374,12 +1376,7 @@ fn browser_trials(
                 headers.extend(extra);
                 let r = http1_call(t.edge, "/ok", &headers, &body).await?;
                 status_is(&r, code, message)?;
-                ensure!(
-                    r.headers
-                        .get("access-control-allow-origin")
-                        .is_some_and(|v| v == page),
-                    "no CORS: {r:?}"
-                );
+                cors_for(&r, page)?;
                 // A gRPC-web reply with no message: nothing of the server's.
                 let reply_type = r.headers.get("content-type").map(|v| v.as_bytes().to_vec());
                 ensure!(
@@ -1568,12 +1565,7 @@ fn deadline_trials(
                 "4",
                 "grpc-web-bridge: deadline exceeded before the upstream answered",
             )?;
-            ensure!(
-                r.headers
-                    .get("access-control-allow-origin")
-                    .is_some_and(|v| v == page),
-                "no CORS on the reply: {r:?}"
-            );
+            cors_for(&r, page)?;
             ensure!(
                 r.headers
                     .get("content-type")
