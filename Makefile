@@ -94,9 +94,9 @@ fuzz: setup
 ## End-to-end: real Envoy, nginx and gRPC peers on 127.0.0.1.
 test-e2e: oci build build-panic-test setup-e2e
 	@echo "==> end-to-end tests (real Envoy, nginx, tonic/h2 and grpcio peers, docker-compose, registry)"
-	cargo test -p bridge-peers --release --test compose --test deploy --test oci --test chain --test conformance --test content_types --test load --test clients --test reinstall
+	cargo test -p bridge-peers --release --test compose --test deploy --test oci --test chain --test conformance --test content_types --test load --test clients --test reinstall --test large_messages
 	@echo "==> the native build (BRIDGE_BUILD=native: both sides the dynamic module): the same suites, and a panicking build"
-	BRIDGE_BUILD=native cargo test -p bridge-peers --release --test chain --test conformance --test content_types --test load --test clients --test native_panic
+	BRIDGE_BUILD=native cargo test -p bridge-peers --release --test chain --test conformance --test content_types --test load --test clients --test native_panic --test large_messages
 	@echo "==> the compose topology on a real Docker engine, images built locally (no pull)"
 	@scripts/compose.sh
 	@echo "==> capacity: 2000 streams held through the hop, a 20 s soak (docs/capacity.md), each build"

@@ -79,7 +79,8 @@ struct WebBody {
     reader: FrameReader,
     /// `grpc-encoding`, needed only for a compressed (0x81) trailer frame.
     encoding: Option<Vec<u8>>,
-    limit: u32,
+    /// The largest trailer block, compressed or not (`max_trailer_bytes`).
+    trailer_limit: u32,
     /// Fields of a trailers-only reply whose body still follows (it crossed
     /// HTTP/1.1, which cannot end a stream on the headers).
     header_trailers: Option<Metadata>,
@@ -372,9 +373,10 @@ impl StreamBridge for Edge {
             reader: FrameReader::new(
                 web.protocol == Protocol::GrpcWebText,
                 self.config.max_frame_bytes,
-            ),
+            )
+            .with_trailer_limit(self.config.max_trailer_bytes),
             encoding,
-            limit: self.config.max_frame_bytes,
+            trailer_limit: self.config.max_trailer_bytes,
             header_trailers,
             frame_trailers: None,
         });
@@ -466,7 +468,7 @@ impl WebBody {
             return decode_trailer_block(block);
         }
         let mut plain = Vec::new();
-        let cap = u64::from(self.limit) + 1;
+        let cap = u64::from(self.trailer_limit) + 1;
         let read = match self.encoding.as_deref() {
             Some(b"gzip") => GzDecoder::new(block).take(cap).read_to_end(&mut plain),
             Some(b"deflate") => ZlibDecoder::new(block).take(cap).read_to_end(&mut plain),
@@ -474,9 +476,9 @@ impl WebBody {
         };
         match read {
             Err(_) => Err(ErrorKind::UnsupportedTrailerCompression),
-            Ok(n) if n as u64 >= cap => Err(ErrorKind::FrameTooLarge {
-                length: self.limit.saturating_add(1),
-                limit: self.limit,
+            Ok(n) if n as u64 >= cap => Err(ErrorKind::TrailersTooLarge {
+                size: n,
+                limit: self.trailer_limit,
             }),
             Ok(_) => decode_trailer_block(&plain),
         }

@@ -106,10 +106,10 @@ impl FakeHost {
             self.downstream_body.append(&mut self.response_buffer);
         }
         assert!(
-            action == Action::Continue || !eos,
+            action == Action::Continue || !eos || self.reset,
             "the end of the stream is held"
         );
-        if eos && !self.response_trailers.0.is_empty() {
+        if eos && !self.reset && !self.response_trailers.0.is_empty() {
             self.downstream_trailers = Some(self.response_trailers.clone());
         }
         action
@@ -123,6 +123,10 @@ impl FakeHost {
         self.response_trailers = metadata(fields);
         // A held body is the filter's to change in the trailers callback.
         let action = bridge.on_response_trailers(self);
+        if self.reset {
+            // Nothing more reaches the client.
+            return action;
+        }
         assert_eq!(action, Action::Continue, "trailers are never held");
         self.downstream_body.append(&mut self.response_buffer);
         self.downstream_trailers = Some(self.response_trailers.clone());

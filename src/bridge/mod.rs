@@ -409,6 +409,12 @@ impl FrameReader {
         }
     }
 
+    /// Refuses trailer frames longer than `limit`, before gathering them.
+    fn with_trailer_limit(mut self, limit: u32) -> Self {
+        self.scanner = self.scanner.with_trailer_limit(limit);
+        self
+    }
+
     /// Advances over up to `len` bytes of a message payload without reading
     /// them (binary only: text must be decoded); returns how many.
     fn skip_payload(&mut self, len: usize) -> usize {

@@ -15,8 +15,12 @@
 //!            client's content type restored; deadline armed
 //!            Checking ──(body end | bad frame → local reply)──► Done
 //! response:  Waiting ──headers──► Streaming ──trailers | body end──► Done
-//!               │                    └─ only whole frames leave; a frame the
-//!               │                       upstream never finishes never does
+//!               │                    ├─ a frame of up to 64 KiB leaves whole;
+//!               │                    │  one the upstream never finishes never
+//!               │                    │  does (the call ends INTERNAL)
+//!               │                    └─ a larger one streams on as it comes;
+//!               │                       one the upstream never finishes resets
+//!               │                       the stream
 //!               ├──(headers end the stream: trailers-only, status settled)──► Done
 //!               ├──(non-200 or non-gRPC: Envoy's filter maps it)──► Done
 //!               └──deadline──► local reply DEADLINE_EXCEEDED (trailers-only)
@@ -67,9 +71,18 @@ enum Response {
     Done,
 }
 
-/// A guarded response body. Only whole frames leave, so that a message the
-/// upstream never finishes never reaches the client and the trailer frame
-/// Envoy's gRPC-web filter writes cannot land inside one.
+/// A frame whose prefix and payload together are at most this long is held
+/// until it is whole, so that a message the upstream never finishes never
+/// reaches the client and the call ends with a status. A larger message
+/// streams on as it arrives (memory per stream must not grow with the
+/// message); if the upstream ends inside one, the bytes that left cannot be
+/// taken back, and only a reset keeps the client from reading half a
+/// message as whole (docs/design.md, "Truncated messages").
+pub const HELD_FRAME_BYTES: usize = 64 * 1024;
+
+/// A guarded response body. A frame leaves whole or, if larger than
+/// [`HELD_FRAME_BYTES`], as it comes; the trailer frame Envoy's gRPC-web
+/// filter writes never lands inside one.
 struct Upstream {
     scanner: FrameScanner,
     /// Bytes at the front of Envoy's response buffer that are the front of
@@ -87,6 +100,9 @@ struct Upstream {
     /// A framing error, or a reply that was not gRPC: the rest of the body
     /// is dropped and the call ends with this status.
     failure: Option<Error>,
+    /// The frame under way is larger than [`HELD_FRAME_BYTES`] and part of
+    /// it has left: if the upstream ends inside it, the stream is reset.
+    streaming: bool,
 }
 
 pub struct Origin {
@@ -177,6 +193,24 @@ impl Origin {
         }
         self.request = Request::Dropping;
         drop_failed_request(host, &mut self.request_error, error, size)
+    }
+
+    /// The upstream ended inside a message part of which has already left
+    /// (one larger than [`HELD_FRAME_BYTES`]): no status can follow it that
+    /// the client would not read as part of the message, so the stream is
+    /// reset, as a native gRPC stream cut short would be.
+    fn reset_if_truncated_under_way(&mut self, host: &mut dyn Host) -> bool {
+        let Response::Streaming(upstream) = &self.response else {
+            return false;
+        };
+        let Some(error) = upstream.streaming.then(|| upstream.unfinished()).flatten() else {
+            return false;
+        };
+        report(host, &error);
+        host.cancel_timer();
+        host.reset();
+        self.response = Response::Done;
+        true
     }
 
     /// The call's final fields, settled (see [`settle_status`]).
@@ -334,6 +368,7 @@ impl StreamBridge for Origin {
             carried: Vec::new(),
             pieces: Vec::new(),
             failure,
+            streaming: false,
         });
         Action::Continue
     }
@@ -347,10 +382,16 @@ impl StreamBridge for Origin {
         let Response::Streaming(upstream) = &mut self.response else {
             return Action::Continue;
         };
-        let action = upstream.forward_whole_frames(host, size);
+        let action = upstream.forward(host, size);
         if !end_of_stream {
             return action;
         }
+        if self.reset_if_truncated_under_way(host) {
+            return Action::Pause;
+        }
+        let Response::Streaming(upstream) = &mut self.response else {
+            return Action::Continue;
+        };
         // The upstream ended without trailers: Envoy creates the trailer map
         // when a filter adds to it in the last body callback.
         let ending = upstream.ending(ErrorKind::MissingTrailers);
@@ -364,6 +405,9 @@ impl StreamBridge for Origin {
     }
 
     fn on_response_trailers(&mut self, host: &mut dyn Host) -> Action {
+        if self.reset_if_truncated_under_way(host) {
+            return Action::Pause;
+        }
         let Response::Streaming(upstream) = &mut self.response else {
             return Action::Continue;
         };
@@ -397,13 +441,13 @@ impl StreamBridge for Origin {
 }
 
 impl Upstream {
-    /// Lets the whole frames in Envoy's buffer go and keeps the front of an
+    /// Lets the whole frames in Envoy's buffer go, and a frame larger than
+    /// [`HELD_FRAME_BYTES`] as it comes; keeps the front of a smaller
     /// unfinished one back. `size` is the buffer's length, held bytes
     /// included. Message payload that only passes through is skipped, not
-    /// read: a large message that arrives in many chunks is held in Envoy
-    /// and released as it is, with nothing copied into the module but its
-    /// prefix, unless a chunk ends inside the next frame.
-    fn forward_whole_frames(&mut self, host: &mut dyn Host, mut size: usize) -> Action {
+    /// read: nothing is copied into the module but frame prefixes, and the
+    /// front of a held frame that arrived behind whole ones.
+    fn forward(&mut self, host: &mut dyn Host, mut size: usize) -> Action {
         if self.failure.is_some() {
             self.drop_buffer(host, size);
             return Action::Continue;
@@ -453,7 +497,22 @@ impl Upstream {
             }
             pieces.clear();
         }
+        if whole > 0 || self.scanner.at_frame_boundary() {
+            // The frame that was streaming, if any, has ended.
+            self.streaming = false;
+        }
         if whole == size {
+            self.held = 0;
+            return Action::Continue;
+        }
+        // The buffer ends inside a frame: from `whole` (or from before this
+        // callback) `size - whole` bytes of it are here, and the scanner
+        // knows how much of its payload is still to come.
+        if !self.streaming {
+            let to_come = self.scanner.message_remaining().unwrap_or(0) as usize;
+            self.streaming = size - whole + to_come > HELD_FRAME_BYTES;
+        }
+        if self.streaming {
             self.held = 0;
             return Action::Continue;
         }

@@ -1020,7 +1020,7 @@ mod origin {
     //! The module sits after Envoy's gRPC-web filter, so requests it guards
     //! arrive as native gRPC still carrying the marker.
     use super::*;
-    use crate::bridge::origin::Origin;
+    use crate::bridge::origin::{HELD_FRAME_BYTES, Origin};
     #[cfg(target_arch = "wasm32")]
     use wasm_bindgen_test::wasm_bindgen_test as test;
 
@@ -1211,8 +1211,94 @@ mod origin {
         assert_eq!(host.downstream_body, [first, second].concat());
     }
 
+    /// A response whose frames may be larger than the origin holds.
+    fn streaming_large() -> (Origin, FakeHost) {
+        let mut config = (*config(Side::Origin, false)).clone();
+        config.max_frame_bytes = 1 << 20;
+        let mut origin = Origin::new(Rc::new(config));
+        let mut host = FakeHost::new();
+        let marker = signed_marker(0);
+        host.send_request_headers(
+            &mut origin,
+            &[
+                (":method", "POST"),
+                (":path", PATH),
+                ("content-type", "application/grpc"),
+                (MARKER, &marker),
+            ],
+            false,
+        );
+        host.send_response_headers(&mut origin, NATIVE_RESPONSE, false);
+        (origin, host)
+    }
+
     #[test]
-    fn a_large_message_is_held_in_envoy_and_read_only_at_its_prefix() {
+    fn a_message_larger_than_the_held_size_streams_on_as_it_comes() {
+        let (mut origin, mut host) = streaming_large();
+        let large = message(&vec![5; HELD_FRAME_BYTES * 3]);
+        let mut left = 0;
+        for chunk in large.chunks(16 * 1024) {
+            let action = host.send_response_body(&mut origin, chunk, false);
+            assert_eq!(action, Action::Continue);
+            left += chunk.len();
+            assert_eq!(host.downstream_body.len(), left, "nothing is held");
+        }
+        // Only the prefix was read into the module.
+        assert_eq!(host.body_bytes_read.get(), 16 * 1024);
+        let _ = host.body_bytes_read.take();
+        // A small frame behind it is held until whole again.
+        let small = message(b"small");
+        assert_eq!(
+            host.send_response_body(&mut origin, &small[..4], false),
+            Action::Pause
+        );
+        host.send_response_body(&mut origin, &small[4..], false);
+        host.send_response_trailers(&mut origin, &[("grpc-status", "0")]);
+        assert_eq!(host.downstream_body, [large, small].concat());
+        assert_status(&host.downstream_trailers.clone().unwrap(), "0", "");
+        assert!(!host.reset);
+    }
+
+    #[test]
+    fn a_frame_that_turns_out_large_once_its_prefix_is_whole_streams() {
+        let (mut origin, mut host) = streaming_large();
+        let whole = message(b"whole");
+        let large = message(&vec![6; HELD_FRAME_BYTES]);
+        let mut chunk = whole.clone();
+        chunk.extend_from_slice(&large[..3]);
+        // The front of the next frame is carried until its length is known.
+        assert_eq!(
+            host.send_response_body(&mut origin, &chunk, false),
+            Action::Continue
+        );
+        assert_eq!(host.downstream_body, whole);
+        host.send_response_body(&mut origin, &large[3..1000], false);
+        assert_eq!(host.downstream_body, [&whole[..], &large[..1000]].concat());
+    }
+
+    #[test]
+    fn a_streaming_message_the_upstream_never_finishes_resets_the_stream() {
+        for end_with_trailers in [true, false] {
+            let (mut origin, mut host) = streaming_large();
+            let large = message(&vec![7; HELD_FRAME_BYTES * 2]);
+            host.send_response_body(&mut origin, &large[..HELD_FRAME_BYTES], false);
+            if end_with_trailers {
+                host.send_response_trailers(&mut origin, &[("grpc-status", "0")]);
+            } else {
+                host.send_response_body(&mut origin, &large[HELD_FRAME_BYTES..][..10], true);
+            }
+            assert!(host.reset, "trailers: {end_with_trailers}");
+            assert!(host.downstream_trailers.is_none());
+            assert!(host.timer.is_none());
+            assert!(
+                host.counters
+                    .contains(&Counter::Error(Peer::Upstream, "truncated_frame"))
+            );
+        }
+    }
+
+    #[test]
+    fn a_small_message_is_held_in_envoy_and_read_only_at_its_prefix() {
         let (mut origin, mut host) = streaming();
         // The largest frame the test config allows, in quarters.
         let large = message(&[5; 1000]);

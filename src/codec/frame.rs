@@ -198,6 +198,9 @@ enum Scan {
 #[derive(Debug)]
 pub struct FrameScanner {
     limit: u32,
+    /// The largest trailer frame gathered: a trailer block is held whole,
+    /// so it is bounded by the trailer limit, not the message limit.
+    trailer_limit: u32,
     scan: Scan,
 }
 
@@ -205,11 +208,19 @@ impl FrameScanner {
     pub fn new(limit: u32) -> Self {
         Self {
             limit,
+            trailer_limit: limit,
             scan: Scan::Prefix {
                 bytes: [0; HEADER_LEN],
                 have: 0,
             },
         }
+    }
+
+    /// Refuses trailer frames longer than `limit` (before any of their
+    /// payload is gathered).
+    pub fn with_trailer_limit(mut self, limit: u32) -> Self {
+        self.trailer_limit = limit.min(self.limit);
+        self
     }
 
     /// Scans one chunk, appending what it found to `out`.
@@ -234,6 +245,12 @@ impl FrameScanner {
                     }
                     let header = FrameHeader::parse(*bytes, self.limit)?;
                     if trailers {
+                        if header.length() > self.trailer_limit {
+                            return Err(ErrorKind::TrailersTooLarge {
+                                size: header.length() as usize,
+                                limit: self.trailer_limit,
+                            });
+                        }
                         self.scan = Scan::Trailers {
                             compressed: header.is_compressed(),
                             remaining: header.length(),
@@ -282,6 +299,15 @@ impl FrameScanner {
             _ => Scan::Message { remaining: left },
         };
         take
+    }
+
+    /// The payload bytes still to come of the message frame under way, once
+    /// its prefix is whole (`None` between frames or inside a prefix).
+    pub fn message_remaining(&self) -> Option<u32> {
+        match self.scan {
+            Scan::Message { remaining } => Some(remaining),
+            _ => None,
+        }
     }
 
     /// Whether the bytes so far end exactly where a frame ended.
@@ -350,6 +376,31 @@ mod tests {
     struct Scanned {
         messages: Vec<Vec<u8>>,
         trailers: Vec<(bool, Vec<u8>)>,
+    }
+
+    #[test]
+    fn a_trailer_frame_over_its_limit_is_refused_at_its_prefix() {
+        let mut scanner = FrameScanner::new(LIMIT).with_trailer_limit(14);
+        let mut pieces = Vec::new();
+        // The 15-byte block's prefix alone is enough to refuse it.
+        assert_eq!(
+            scanner.push(
+                Bytes::from_static(&TWO_MESSAGES_AND_TRAILERS[..18]),
+                &mut pieces
+            ),
+            Err(ErrorKind::TrailersTooLarge {
+                size: 15,
+                limit: 14
+            })
+        );
+        // Messages are bounded by the message limit only, and the remaining
+        // payload of the one under way is known.
+        let mut scanner = FrameScanner::new(LIMIT).with_trailer_limit(14);
+        assert_eq!(
+            scanner.push(Bytes::from_static(&[0, 0, 0, 2, 0, 7]), &mut pieces),
+            Ok(())
+        );
+        assert_eq!(scanner.message_remaining(), Some(511));
     }
 
     #[test]

@@ -219,11 +219,19 @@ impl TestService for Interop {
 
 /// Serves the interop service on `listener` until the task is dropped.
 pub async fn serve(listener: TcpListener) -> Result<(), tonic::transport::Error> {
+    serve_messages_up_to(listener, 16 << 20).await
+}
+
+/// [`serve`], taking and sending messages of up to `max_bytes`.
+pub async fn serve_messages_up_to(
+    listener: TcpListener,
+    max_bytes: usize,
+) -> Result<(), tonic::transport::Error> {
     let service = TestServiceServer::new(Interop)
         .accept_compressed(CompressionEncoding::Gzip)
         .send_compressed(CompressionEncoding::Gzip)
-        .max_decoding_message_size(16 << 20)
-        .max_encoding_message_size(16 << 20);
+        .max_decoding_message_size(max_bytes)
+        .max_encoding_message_size(max_bytes);
     tonic::transport::Server::builder()
         .layer(tower::layer::layer_fn(|inner| InteropLayer { inner }))
         .add_service(service)

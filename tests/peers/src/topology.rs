@@ -292,6 +292,45 @@ pub fn native_filter(plugin: Value) -> Value {
     })
 }
 
+/// Sets `field` of the bridge's JSON configuration to `value`, in every
+/// filter chain of an Envoy config (before [`use_native_module`], which
+/// carries the JSON over).
+pub fn set_plugin_field(config: &mut Value, field: &str, value: &Value) -> Result<()> {
+    let mut found = 0;
+    set_plugin_field_in(config, field, value, &mut found)?;
+    ensure!(found > 0, "no bridge filter to configure");
+    Ok(())
+}
+
+fn set_plugin_field_in(
+    config: &mut Value,
+    field: &str,
+    value: &Value,
+    found: &mut usize,
+) -> Result<()> {
+    let bridge = (config["name"] == "envoy.filters.http.wasm")
+        .then(|| config.pointer_mut("/typed_config/config/configuration/value"))
+        .flatten();
+    if let Some(text) = bridge {
+        let mut plugin: Value = serde_json::from_str(text.as_str().unwrap_or_default())?;
+        if plugin.get("side").is_some() {
+            plugin[field] = value.clone();
+            *text = Value::from(plugin.to_string());
+            *found += 1;
+            return Ok(());
+        }
+    }
+    match config {
+        Value::Object(map) => map
+            .values_mut()
+            .try_for_each(|v| set_plugin_field_in(v, field, value, found)),
+        Value::Array(items) => items
+            .iter_mut()
+            .try_for_each(|v| set_plugin_field_in(v, field, value, found)),
+        _ => Ok(()),
+    }
+}
+
 /// Removes the bridge filter from an Envoy config, in every filter chain
 /// (the edge has one for TLS and one for plaintext).
 pub fn remove_bridge(config: &mut Value) -> Result<()> {
@@ -465,6 +504,18 @@ impl Topology {
         module: &Path,
         edit: impl FnOnce(String) -> Result<String>,
     ) -> Result<Topology> {
+        Self::start_edited(hop, upstream, module, edit, |_| Ok(()))
+    }
+
+    /// Like [`Topology::start_with_nginx`], with `edit_envoy` applied to
+    /// each Envoy's localized config (e.g. [`set_plugin_field`]).
+    pub fn start_edited(
+        hop: Hop,
+        upstream: Upstream,
+        module: &Path,
+        edit: impl FnOnce(String) -> Result<String>,
+        edit_envoy: impl Fn(&mut Value) -> Result<()>,
+    ) -> Result<Topology> {
         let graph = Graph::load()?;
         let chain = graph.chain("edge")?;
         let [edge, hop_service, origin, server] = chain.as_slice() else {
@@ -519,6 +570,7 @@ impl Topology {
             if hop == Hop::PlainHttp2 {
                 remove_bridge(&mut config)?;
             }
+            edit_envoy(&mut config)?;
             topology.start_envoy(origin, &config)?;
             topology.origin = Some(local(listen(origin)?));
             topology.origin_admin = Some(local(admin(origin)?));
@@ -553,6 +605,7 @@ impl Topology {
         if hop == Hop::PlainHttp2 {
             remove_bridge(&mut config)?;
         }
+        edit_envoy(&mut config)?;
         topology.start_envoy(edge, &config)?;
         topology.wait_ready(local(listen(hop_service)?))?;
         Ok(topology)
