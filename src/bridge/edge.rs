@@ -21,9 +21,9 @@ use bytes::Bytes;
 use flate2::read::{GzDecoder, ZlibDecoder};
 
 use super::{
-    Action, Body, Deadline, FrameReader, Host, Map, StreamBridge, drop_failed_request,
-    drop_request_chunk, error_fields, finish_trailers, finish_trailers_only, make_marker, not_grpc,
-    reply_error, report, shown,
+    Action, Body, Deadline, FrameReader, Host, Map, ROTATE_PIECE, StreamBridge,
+    drop_failed_request, drop_request_chunk, error_fields, finish_trailers, finish_trailers_only,
+    make_marker, not_grpc, reply_error, report, shown, truncate_body,
 };
 use crate::abi::HeaderPairs;
 use crate::codec::{
@@ -401,10 +401,17 @@ impl StreamBridge for Edge {
                     Ok(None) => {}
                     Ok(Some(rewritten)) => {
                         // The end of a message, then the trailer frame (once
-                        // a call): the skipped bytes go back in front.
-                        let mut out = host.body(Body::Response, 0, skipped).to_vec();
-                        out.extend_from_slice(&rewritten);
-                        host.replace_body(Body::Response, size, &out);
+                        // a call), cut off. Binary, the bytes kept are the
+                        // chunk's front: past a piece's size they are not
+                        // copied into the module (truncate_body).
+                        let keep = skipped + rewritten.len();
+                        if body.reader.is_text() || keep <= ROTATE_PIECE {
+                            let mut out = host.body(Body::Response, 0, skipped).to_vec();
+                            out.extend_from_slice(&rewritten);
+                            host.replace_body(Body::Response, size, &out);
+                        } else {
+                            truncate_body(host, Body::Response, size, keep);
+                        }
                     }
                     Err(kind) => {
                         host.replace_body(Body::Response, size, &[]);

@@ -39,6 +39,8 @@ pub struct FakeHost {
     /// how many reads.
     pub body_bytes_read: std::cell::Cell<usize>,
     pub body_reads: std::cell::Cell<usize>,
+    /// The most body bytes the module held from one read.
+    pub largest_body_read: std::cell::Cell<usize>,
     /// Hostcalls that bring data into the module (headers, maps, bodies,
     /// properties): each costs Envoy about 2 µs, more than the module's own
     /// work on a small call (docs/benchmarks.md).
@@ -207,6 +209,8 @@ impl Host for FakeHost {
         if len > 0 {
             self.body_bytes_read.set(self.body_bytes_read.get() + len);
             self.body_reads.set(self.body_reads.get() + 1);
+            self.largest_body_read
+                .set(self.largest_body_read.get().max(len));
             self.reads.set(self.reads.get() + 1);
         }
         Bytes::copy_from_slice(&buffer[start..start + len])
@@ -216,6 +220,16 @@ impl Host for FakeHost {
         let buffer = self.buffer(body);
         assert!(len <= buffer.len(), "replace past the end of the buffer");
         buffer.splice(..len, with.iter().copied());
+    }
+
+    fn drain_body(&mut self, body: Body, len: usize) {
+        let buffer = self.buffer(body);
+        assert!(len <= buffer.len(), "drain past the end of the buffer");
+        buffer.drain(..len);
+    }
+
+    fn append_body(&mut self, body: Body, bytes: &[u8]) {
+        self.buffer(body).extend_from_slice(bytes);
     }
 
     fn send_reply(&mut self, headers: &Metadata) {

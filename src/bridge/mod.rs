@@ -64,6 +64,10 @@ pub trait Host {
     /// Replaces the first `len` bytes of the body buffer with `with`
     /// (Envoy can replace a prefix or append, nothing in between).
     fn replace_body(&mut self, body: Body, len: usize, with: &[u8]);
+    /// Drops the first `len` bytes of the body buffer.
+    fn drain_body(&mut self, body: Body, len: usize);
+    /// Adds `bytes` at the end of the body buffer.
+    fn append_body(&mut self, body: Body, bytes: &[u8]);
     /// Ends the stream with a local reply: HTTP 200, these headers, no body.
     /// Once response headers have left, Envoy can only reset the stream.
     fn send_reply(&mut self, headers: &Metadata);
@@ -281,6 +285,34 @@ fn drop_failed_request(
     drop_request_chunk(host, size)
 }
 
+/// The most a body rewrite copies into the module at once.
+const ROTATE_PIECE: usize = 64 * 1024;
+
+/// Moves the first `len` bytes of a body buffer to its end, a piece at a
+/// time: Envoy can only drain a buffer's front and add at its end, and the
+/// module never holds more than [`ROTATE_PIECE`] of it, whatever its size.
+pub(crate) fn rotate_body(host: &mut dyn Host, body: Body, len: usize) {
+    let mut moved = 0;
+    while moved < len {
+        let piece = host.body(body, 0, (len - moved).min(ROTATE_PIECE));
+        host.drain_body(body, piece.len());
+        host.append_body(body, &piece);
+        moved += piece.len();
+        if piece.is_empty() {
+            break;
+        }
+    }
+}
+
+/// Cuts a body buffer of `size` bytes to its first `keep` (the edge cutting
+/// the trailer frame off the end of a chunk, which after a flow-control
+/// pause can be megabytes): the kept bytes are rotated to the end and the
+/// rest drained, instead of being copied into the module whole.
+fn truncate_body(host: &mut dyn Host, body: Body, size: usize, keep: usize) {
+    rotate_body(host, body, keep);
+    host.drain_body(body, size - keep);
+}
+
 /// Drops a request chunk of a failed request; its end still passes.
 fn drop_request_chunk(host: &mut dyn Host, size: usize) -> Action {
     if size > 0 {
@@ -413,6 +445,11 @@ impl FrameReader {
     fn with_trailer_limit(mut self, limit: u32) -> Self {
         self.scanner = self.scanner.with_trailer_limit(limit);
         self
+    }
+
+    /// Whether the body is grpc-web-text (decoded here, so rewritten whole).
+    fn is_text(&self) -> bool {
+        self.text.is_some()
     }
 
     /// Advances over up to `len` bytes of a message payload without reading

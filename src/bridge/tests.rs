@@ -362,6 +362,34 @@ mod edge {
         );
     }
 
+    /// After a flow-control pause Envoy hands over all it read at once: the
+    /// end of a large message and the trailer frame in one chunk of
+    /// megabytes. The frame is cut off without the chunk passing through the
+    /// module whole.
+    #[test]
+    fn a_trailer_frame_behind_a_large_chunk_is_cut_a_piece_at_a_time() {
+        let mut config = (*config(Side::Edge, false)).clone();
+        config.max_frame_bytes = 4 << 20;
+        let mut edge = Edge::new(Rc::new(config));
+        let mut host = FakeHost::new();
+        host.send_request_headers(&mut edge, NATIVE_REQUEST, false);
+        host.send_response_headers(&mut edge, WEB_RESPONSE, false);
+        let large: Vec<u8> = message(&(0..3 << 20).map(|i| i as u8).collect::<Vec<_>>());
+        let end = trailer_frame(b"grpc-status:0\r\n", false);
+        host.send_response_body(&mut edge, &large[..1000], false);
+        host.send_response_body(&mut edge, &[&large[1000..], &end[..]].concat(), true);
+        assert!(host.downstream_body == large, "the message changed");
+        assert_eq!(
+            host.downstream_trailers,
+            Some(metadata(&[("grpc-status", "0")]))
+        );
+        assert!(
+            host.largest_body_read.get() <= 64 * 1024,
+            "{} bytes in one read",
+            host.largest_body_read.get()
+        );
+    }
+
     /// A large request message crosses in chunks; only the chunks where a
     /// frame begins are read, not the payload between.
     #[test]

@@ -186,26 +186,43 @@ impl Host for NativeHost<'_> {
     }
 
     fn replace_body(&mut self, body: Body, len: usize, with: &[u8]) {
-        // Envoy can drain a buffer's front and append to its end: the rest
-        // is copied out, everything drained, and the new body appended.
+        // Envoy can drain a buffer's front and append to its end: the
+        // prefix is drained, the new one appended, and what followed the
+        // prefix rotated behind it, a piece at a time.
         let total: usize = self.body_chunks(body).iter().map(|c| c.len()).sum();
-        let rest = self.body(body, len.min(total), total.saturating_sub(len));
-        let views = body_views(self.envoy, body, self.phase);
-        for &kind in &views {
+        self.drain_body(body, len);
+        self.append_body(body, with);
+        crate::bridge::rotate_body(self, body, total.saturating_sub(len));
+    }
+
+    fn drain_body(&mut self, body: Body, mut len: usize) {
+        for kind in body_views(self.envoy, body, self.phase) {
+            if len == 0 {
+                break;
+            }
+            // SAFETY: inside this callback.
+            let size =
+                unsafe { abi::envoy_dynamic_module_callback_http_get_body_size(self.envoy, kind) };
+            let drained = size.min(len);
             // SAFETY: inside this callback.
             unsafe {
-                abi::envoy_dynamic_module_callback_http_drain_body(self.envoy, kind, usize::MAX)
+                abi::envoy_dynamic_module_callback_http_drain_body(self.envoy, kind, drained)
             };
+            len -= drained;
         }
-        let mut new_body = with.to_vec();
-        new_body.extend_from_slice(&rest);
-        if let Some(&last) = views.last() {
+    }
+
+    fn append_body(&mut self, body: Body, bytes: &[u8]) {
+        if bytes.is_empty() {
+            return;
+        }
+        if let Some(&last) = body_views(self.envoy, body, self.phase).last() {
             // SAFETY: the data outlives the call, which copies it.
             unsafe {
                 abi::envoy_dynamic_module_callback_http_append_body(
                     self.envoy,
                     last,
-                    ModuleBuffer::of(&new_body),
+                    ModuleBuffer::of(bytes),
                 )
             };
         }

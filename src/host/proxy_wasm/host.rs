@@ -82,6 +82,18 @@ impl Host for EnvoyHost {
         );
     }
 
+    fn drain_body(&mut self, body: Body, len: usize) {
+        self.replace_body(body, len, &[]);
+    }
+
+    fn append_body(&mut self, body: Body, bytes: &[u8]) {
+        // Envoy appends when the start is at or past the buffer's end.
+        hostcalls::check(
+            "append body",
+            hostcalls::set_buffer(buffer_type(body), usize::MAX, 0, bytes),
+        );
+    }
+
     fn send_reply(&mut self, headers: &Metadata) {
         hostcalls::check(
             "local reply",
