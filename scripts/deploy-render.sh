@@ -14,7 +14,8 @@
 #              kept in DEPLOY_OUT/marker-key
 # NAMESPACE (default), ORIGIN_NAMESPACE (grpc-backend), ORIGIN_APP
 # (grpc-backend), ORIGIN_PORT (50051), EDGE_ROUTE (grpc-edge), EDGE_GATEWAY
-# (edge-gateway), ORIGIN_GATEWAY (origin-gateway), ORIGIN_LISTENER (http).
+# (edge-gateway; also Kuma's MeshGateway), ORIGIN_GATEWAY (origin-gateway),
+# ORIGIN_LISTENER (http), KUMA_MESH (default).
 source "$(dirname "$0")/common.sh"
 cd "$ROOT"
 
@@ -36,9 +37,9 @@ need MODULE_URL "$MODULE_URL" '^http://([A-Za-z0-9.-]+)(:([0-9]+))?/[A-Za-z0-9._
   "an http://host[:port]/path URL (Kuma's cluster for it speaks plain HTTP)"
 module_host="${BASH_REMATCH[1]}"
 module_port="${BASH_REMATCH[3]:-80}"
-for name in NAMESPACE ORIGIN_NAMESPACE ORIGIN_APP EDGE_ROUTE EDGE_GATEWAY ORIGIN_GATEWAY ORIGIN_LISTENER; do
+for name in NAMESPACE ORIGIN_NAMESPACE ORIGIN_APP EDGE_ROUTE EDGE_GATEWAY ORIGIN_GATEWAY ORIGIN_LISTENER KUMA_MESH; do
   default="$(case "$name" in
-    NAMESPACE) echo default ;; ORIGIN_NAMESPACE | ORIGIN_APP) echo grpc-backend ;;
+    NAMESPACE | KUMA_MESH) echo default ;; ORIGIN_NAMESPACE | ORIGIN_APP) echo grpc-backend ;;
     EDGE_ROUTE) echo grpc-edge ;; EDGE_GATEWAY) echo edge-gateway ;;
     ORIGIN_GATEWAY) echo origin-gateway ;; ORIGIN_LISTENER) echo http ;; esac)"
   printf -v "$name" '%s' "${!name:-$default}"
@@ -78,6 +79,7 @@ for source in "${DEPLOY_SOURCE:-envoy/deploy}"/*.yaml; do
     -e "s|@@EDGE_GATEWAY@@|$EDGE_GATEWAY|g" \
     -e "s|@@ORIGIN_GATEWAY@@|$ORIGIN_GATEWAY|g" \
     -e "s|@@ORIGIN_LISTENER@@|$ORIGIN_LISTENER|g" \
+    -e "s|@@KUMA_MESH@@|$KUMA_MESH|g" \
     "$source" >"$target"
 done
 if left="$(grep -Hno '@@[A-Z0-9_]*@@' "$out"/*.yaml)"; then

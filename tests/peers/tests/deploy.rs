@@ -8,7 +8,10 @@
 //!   pinned Envoy with the built module, put together as the controller
 //!   would;
 //! - the rules: Envoy's gRPC-web filter runs only where the module runs,
-//!   streams have no route timeout, buffers hold two largest messages.
+//!   streams have no route timeout, buffers hold two largest messages;
+//! - the pieces each controller would put in its Envoys, in place of the
+//!   shipped configs' filters in the local chain (client → edge → nginx →
+//!   origin → interop server), serve every interop case with each build.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -213,6 +216,182 @@ fn render_refuses_missing_variables_and_leftover_placeholders() -> Result<()> {
     let _ = std::fs::remove_dir_all(&out);
     ensure!(!output.status.success(), "a placeholder was left silently");
     ensure!(String::from_utf8_lossy(&output.stderr).contains("@@SOMETHING_NEW@@"));
+    Ok(())
+}
+
+/// Kuma's mesh and gateway are the operator's, not hard-coded names.
+#[test]
+fn kuma_manifests_take_the_mesh_and_gateway_names_given() -> Result<()> {
+    let mut vars = VARS.to_vec();
+    vars.extend([("KUMA_MESH", "payments"), ("EDGE_GATEWAY", "public-gw")]);
+    let (out, output) = render(&repo_root().join("envoy/deploy"), &vars)?;
+    ensure!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    for name in [
+        "kuma-edge-meshproxypatch.yaml",
+        "kuma-origin-meshproxypatch.yaml",
+    ] {
+        let text = std::fs::read_to_string(out.join(name))?;
+        for document in serde_yaml::Deserializer::from_str(&text) {
+            let doc = Value::deserialize(document)?;
+            if doc["apiVersion"] == "kuma.io/v1alpha1" {
+                ensure!(
+                    doc["metadata"]["labels"]["kuma.io/mesh"] == "payments",
+                    "{name}: {} not in the mesh given",
+                    doc["kind"]
+                );
+                if doc["spec"]["targetRef"]["kind"] == "MeshGateway" {
+                    ensure!(
+                        doc["spec"]["targetRef"]["name"] == "public-gw",
+                        "{name}: gateway"
+                    );
+                }
+            }
+        }
+    }
+    std::fs::remove_dir_all(&out)?;
+    Ok(())
+}
+
+/// The bridge side an Envoy config is for (its plugin's `side`).
+fn plugin_side(config: &Value) -> Option<String> {
+    plugin_configs(config).into_iter().find_map(|json| {
+        let plugin: Value = serde_json::from_str(&json).ok()?;
+        plugin["side"].as_str().map(str::to_string)
+    })
+}
+
+/// Puts a controller's pieces for this config's side in place of its
+/// HTTP filters, and its listener, cluster and route fields on top.
+fn shape_like(config: &mut Value, pieces: &[Assembled]) -> Result<()> {
+    let side = plugin_side(config).context("no bridge in the config")?;
+    let piece = pieces
+        .iter()
+        .find(|p| p.side == side)
+        .context("no piece for this side")?;
+    let mut filters = piece.filters.clone();
+    filters.push(router());
+    for listener in config["static_resources"]["listeners"]
+        .as_array_mut()
+        .context("listeners")?
+    {
+        merge(listener, &piece.listener_fields);
+        for chain in listener["filter_chains"]
+            .as_array_mut()
+            .into_iter()
+            .flatten()
+        {
+            let hcm = &mut chain["filters"][0]["typed_config"];
+            hcm["http_filters"] = Value::from(filters.clone());
+            for host in hcm["route_config"]["virtual_hosts"]
+                .as_array_mut()
+                .into_iter()
+                .flatten()
+            {
+                for route in host["routes"].as_array_mut().into_iter().flatten() {
+                    merge(&mut route["route"], &piece.route_fields);
+                }
+            }
+        }
+    }
+    for cluster in config["static_resources"]["clusters"]
+        .as_array_mut()
+        .context("clusters")?
+    {
+        merge(cluster, &piece.cluster_fields);
+    }
+    Ok(())
+}
+
+/// Each controller's pieces serve every interop case in the local chain,
+/// with each build, and a call whose server answers past its deadline ends
+/// DEADLINE_EXCEEDED at the deadline.
+#[test]
+fn controller_shaped_chains_serve_every_interop_case() -> Result<()> {
+    use bridge_peers::harness::{interop_server, runtime};
+    use bridge_peers::interop_client::CASES;
+    use bridge_peers::topology::{Hop, Topology, Upstream, native_module, wasm_module};
+    let files = rendered()?;
+    let runtime = runtime();
+    let server = interop_server(&runtime)?;
+    let mut failures = Vec::new();
+    for (controller, pieces) in [
+        ("Istio", istio_pieces(&files)?),
+        ("Envoy Gateway", envoy_gateway_pieces(&files)?),
+        ("Kuma", kuma_pieces(&files)?),
+    ] {
+        for (build, module) in [("Wasm", wasm_module()), ("native", native_module())] {
+            let chain =
+                Topology::start_edited(Hop::Nginx, Upstream::Server(server), &module, Ok, |c| {
+                    shape_like(c, &pieces)
+                })?;
+            let target = format!("http://{}", chain.edge);
+            for case in CASES {
+                let run = (case.run)(target.clone());
+                let call =
+                    async { tokio::time::timeout(std::time::Duration::from_secs(20), run).await };
+                match runtime.block_on(call) {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => {
+                        failures.push(format!("{controller}, {build}: {}: {e:#}", case.name))
+                    }
+                    Err(_) => failures.push(format!("{controller}, {build}: {}: hangs", case.name)),
+                }
+            }
+            // Istio's inbound route times the call from grpc-timeout itself
+            // and resets it at the deadline once the response has started
+            // (docs/deploy.md, Istio).
+            let reset_by_envoy = controller == "Istio";
+            let deadline = deadline_ends_the_call_at_the_deadline(chain.edge, reset_by_envoy);
+            if let Err(e) = runtime.block_on(deadline) {
+                failures.push(format!("{controller}, {build}: deadline: {e:#}"));
+            }
+        }
+    }
+    ensure!(failures.is_empty(), "{}", failures.join("\n"));
+    Ok(())
+}
+
+/// A call with `grpc-timeout: 700m` whose server answers after 2 s, from a
+/// client with no timer of its own: DEADLINE_EXCEEDED, at the deadline; or,
+/// where the controller's own route timer resets it (`reset_by_envoy`), a
+/// reset within the deadline plus Envoy's 1 s delayed close.
+async fn deadline_ends_the_call_at_the_deadline(
+    edge: std::net::SocketAddr,
+    reset_by_envoy: bool,
+) -> Result<()> {
+    use bridge_peers::proto::{ResponseParameters, StreamingOutputCallRequest};
+    use prost::Message as _;
+    let request = StreamingOutputCallRequest {
+        response_parameters: vec![ResponseParameters {
+            size: 10,
+            interval_us: 2_000_000,
+            ..Default::default()
+        }],
+        ..Default::default()
+    };
+    let started = std::time::Instant::now();
+    let received = bridge_peers::raw::h2_call(
+        edge,
+        "/grpc.testing.TestService/StreamingOutputCall",
+        &[("grpc-timeout", "700m")],
+        &bridge_peers::raw::frame(0, &request.encode_to_vec()),
+    )
+    .await?;
+    let took = started.elapsed();
+    let (ended, bound) = match reset_by_envoy {
+        true => (received.error.is_some(), 2500),
+        false => (received.grpc_status() == Some("4"), 1500),
+    };
+    ensure!(
+        ended && took < std::time::Duration::from_millis(bound),
+        "status {:?} ({:?}), after {took:?}",
+        received.grpc_status(),
+        received.error
+    );
     Ok(())
 }
 
@@ -855,7 +1034,42 @@ fn assert_gated(filter: &Value, name: &str) -> Result<()> {
 
 #[test]
 fn istio_manifests_gate_exactly_where_the_module_runs_with_buffers_and_validate() -> Result<()> {
-    let files = rendered()?;
+    validate_all(&istio_pieces(&rendered()?)?)
+}
+
+/// What one side of a controller's manifests puts in an Envoy, as the
+/// controller assembles it: the HTTP filters before the router, clusters
+/// it adds, and the fields it sets on the listener, on clusters and on the
+/// route.
+struct Assembled {
+    name: &'static str,
+    side: &'static str,
+    filters: Vec<Value>,
+    clusters: Vec<Value>,
+    listener_fields: Value,
+    cluster_fields: Value,
+    /// What the controller itself puts on the route (not from the file).
+    route_fields: Value,
+}
+
+fn validate_all(pieces: &[Assembled]) -> Result<()> {
+    for piece in pieces {
+        let config = bootstrap(
+            piece.filters.clone(),
+            piece.clusters.clone(),
+            &piece.listener_fields,
+            &piece.cluster_fields,
+        );
+        envoy_validates(piece.name, &config.to_string())?;
+    }
+    Ok(())
+}
+
+/// Istio's manifests, checked, as Istio assembles them. Istio's inbound
+/// routes carry `max_stream_duration` with `grpc_timeout_header_max: 0s`
+/// (its route builder for every inbound route).
+fn istio_pieces(files: &BTreeMap<String, Vec<Value>>) -> Result<Vec<Assembled>> {
+    let mut pieces = Vec::new();
     for (name, side) in [
         ("istio-edge-wasmplugin.yaml", "edge"),
         ("istio-origin-envoyfilter.yaml", "origin"),
@@ -930,12 +1144,18 @@ fn istio_manifests_gate_exactly_where_the_module_runs_with_buffers_and_validate(
         let config = plugin["spec"]["pluginConfig"].to_string();
         let mut filters = gates;
         filters.push(module_filter(&config));
-        let listener = json!({"per_connection_buffer_limit_bytes": buffers.0});
-        let cluster = json!({"per_connection_buffer_limit_bytes": buffers.1});
-        envoy_validates(
+        pieces.push(Assembled {
             name,
-            &bootstrap(filters, vec![], &listener, &cluster).to_string(),
-        )?;
+            side,
+            filters,
+            clusters: vec![],
+            listener_fields: json!({"per_connection_buffer_limit_bytes": buffers.0}),
+            cluster_fields: json!({"per_connection_buffer_limit_bytes": buffers.1}),
+            route_fields: match side {
+                "origin" => json!({"max_stream_duration": {"grpc_timeout_header_max": "0s"}}),
+                _ => json!({}),
+            },
+        });
         // Streams: Istio sets no route timeout unless a VirtualService does.
         ensure!(
             kind_of(docs, "VirtualService").is_empty(),
@@ -948,13 +1168,18 @@ fn istio_manifests_gate_exactly_where_the_module_runs_with_buffers_and_validate(
             "{name}: the timeout precondition is not stated"
         );
     }
-    Ok(())
+    Ok(pieces)
 }
 
 #[test]
 fn envoy_gateway_manifests_gate_exactly_where_the_module_runs_with_timeouts_buffers_and_validate()
 -> Result<()> {
-    let files = rendered()?;
+    validate_all(&envoy_gateway_pieces(&rendered()?)?)
+}
+
+/// Envoy Gateway's manifests, checked, as Envoy Gateway assembles them.
+fn envoy_gateway_pieces(files: &BTreeMap<String, Vec<Value>>) -> Result<Vec<Assembled>> {
+    let mut pieces = Vec::new();
     for (name, side) in [
         ("envoy-gateway-edge.yaml", "edge"),
         ("envoy-gateway-origin.yaml", "origin"),
@@ -1055,8 +1280,36 @@ fn envoy_gateway_manifests_gate_exactly_where_the_module_runs_with_timeouts_buff
             );
             ensure!(
                 kind_of(docs, "GRPCRoute").is_empty(),
-                "{name}: a GRPCRoute (Envoy Gateway before v1.7 adds an ungated grpc_web filter for it)"
+                "{name}: a GRPCRoute (Envoy Gateway adds its own, ungated, grpc_web filter for it)"
             );
+            // Envoy Gateway speaks HTTP/1.1 to a Service port unless its
+            // appProtocol says HTTP/2; native gRPC needs HTTP/2.
+            let service = one(docs, "Service")?;
+            let backend = &route["spec"]["rules"][0]["backendRefs"][0];
+            ensure!(
+                service["metadata"]["name"] == backend["name"]
+                    && service["metadata"]["namespace"] == route["metadata"]["namespace"],
+                "{name}: the route's backend is not the Service shipped"
+            );
+            ensure!(
+                service["spec"]["ports"]
+                    .as_array()
+                    .is_some_and(|ports| ports.iter().any(|p| {
+                        p["port"] == backend["port"]
+                            && matches!(
+                                p["appProtocol"].as_str(),
+                                Some("kubernetes.io/h2c" | "grpc")
+                            )
+                    })),
+                "{name}: the backend's port is not appProtocol kubernetes.io/h2c: Envoy Gateway would speak HTTP/1.1 to the gRPC server"
+            );
+            for precondition in ["grpc.enableWeb: false", "mergeType", "plain text"] {
+                ensure!(
+                    std::fs::read_to_string(repo_root().join("envoy/deploy").join(name))?
+                        .contains(precondition),
+                    "{name}: the precondition on {precondition} is not stated"
+                );
+            }
         } else {
             ensure!(
                 kind_of(docs, "EnvoyPatchPolicy").is_empty(),
@@ -1065,18 +1318,28 @@ fn envoy_gateway_manifests_gate_exactly_where_the_module_runs_with_timeouts_buff
         }
         filters.push(module_filter(&config));
         let fields = json!({"per_connection_buffer_limit_bytes": BUFFER});
-        envoy_validates(
+        pieces.push(Assembled {
             name,
-            &bootstrap(filters, vec![], &fields, &fields).to_string(),
-        )?;
+            side,
+            filters,
+            clusters: vec![],
+            listener_fields: fields.clone(),
+            cluster_fields: fields,
+            route_fields: json!({}),
+        });
     }
-    Ok(())
+    Ok(pieces)
 }
 
 #[test]
 fn kuma_manifests_gate_exactly_where_the_module_runs_with_timeouts_buffers_and_validate()
 -> Result<()> {
-    let files = rendered()?;
+    validate_all(&kuma_pieces(&rendered()?)?)
+}
+
+/// Kuma's manifests, checked, as Kuma assembles them.
+fn kuma_pieces(files: &BTreeMap<String, Vec<Value>>) -> Result<Vec<Assembled>> {
+    let mut pieces = Vec::new();
     let yaml = |value: &Value| -> Result<Value> {
         Ok(serde_yaml::from_str(
             value.as_str().context("value is not YAML text")?,
@@ -1184,12 +1447,17 @@ fn kuma_manifests_gate_exactly_where_the_module_runs_with_timeouts_buffers_and_v
                 filters.len()
             ),
         }
-        envoy_validates(
+        pieces.push(Assembled {
             name,
-            &bootstrap(filters, clusters, &listener_fields, &cluster_fields).to_string(),
-        )?;
+            side,
+            filters,
+            clusters,
+            listener_fields,
+            cluster_fields,
+            route_fields: json!({}),
+        });
     }
-    Ok(())
+    Ok(pieces)
 }
 
 /// The shipped native configs (envoy/*-native.yaml) are the Wasm ones with
