@@ -59,11 +59,11 @@ oci: build-wasm
 
 ## The manifests of envoy/deploy/ rendered into dist/deploy with the
 ## build's digests; REGISTRY and MODULE_URL are required (docs/deploy.md).
-deploy: oci
-	@REGISTRY="$(REGISTRY)" MODULE_URL="$(MODULE_URL)" MARKER_KEY="$(MARKER_KEY)" \
+deploy: oci build-native
+	@REGISTRY="$(REGISTRY)" MODULE_URL="$(MODULE_URL)" NATIVE_MODULE_URL="$(NATIVE_MODULE_URL)" MARKER_KEY="$(MARKER_KEY)" \
 	  NAMESPACE="$(NAMESPACE)" ORIGIN_NAMESPACE="$(ORIGIN_NAMESPACE)" ORIGIN_APP="$(ORIGIN_APP)" \
 	  ORIGIN_PORT="$(ORIGIN_PORT)" EDGE_ROUTE="$(EDGE_ROUTE)" EDGE_GATEWAY="$(EDGE_GATEWAY)" \
-	  ORIGIN_GATEWAY="$(ORIGIN_GATEWAY)" ORIGIN_LISTENER="$(ORIGIN_LISTENER)" \
+	  ORIGIN_GATEWAY="$(ORIGIN_GATEWAY)" ORIGIN_LISTENER="$(ORIGIN_LISTENER)" KUMA_MESH="$(KUMA_MESH)" \
 	  scripts/deploy-render.sh
 
 lint: setup

@@ -9,6 +9,8 @@
 #
 # REGISTRY     where `make oci`'s images are pushed (Istio, Envoy Gateway)
 # MODULE_URL   where Kuma's Envoys fetch the module over HTTP (in-mesh)
+# NATIVE_MODULE_URL  where Envoy Gateway's Envoys fetch the native build
+#              (libgrpc_web_bridge.so; default: beside MODULE_URL)
 # MARKER_KEY   the edge's and the origins' shared key (32+ characters of
 #              A-Z a-z 0-9 . _ ~ + / = -); default: one made once and
 #              kept in DEPLOY_OUT/marker-key
@@ -21,8 +23,10 @@ cd "$ROOT"
 
 out="${DEPLOY_OUT:-dist/deploy}"
 wasm="dist/grpc_web_bridge.wasm"
+native="dist/native/libgrpc_web_bridge.so"
 index="dist/oci/index.json"
 [ -f "$wasm" ] && [ -f "$index" ] || die "no $wasm or $index: run make oci"
+[ -f "$native" ] || die "no $native: run make build-native"
 
 need() {
   local name="$1" value="$2" pattern="$3" what="$4"
@@ -37,6 +41,9 @@ need MODULE_URL "$MODULE_URL" '^http://([A-Za-z0-9.-]+)(:([0-9]+))?/[A-Za-z0-9._
   "an http://host[:port]/path URL (Kuma's cluster for it speaks plain HTTP)"
 module_host="${BASH_REMATCH[1]}"
 module_port="${BASH_REMATCH[3]:-80}"
+NATIVE_MODULE_URL="${NATIVE_MODULE_URL:-${MODULE_URL%/*}/libgrpc_web_bridge.so}"
+need NATIVE_MODULE_URL "$NATIVE_MODULE_URL" '^https?://[A-Za-z0-9.-]+(:[0-9]+)?/[A-Za-z0-9._/-]+$' \
+  "an http(s)://host[:port]/path URL"
 for name in NAMESPACE ORIGIN_NAMESPACE ORIGIN_APP EDGE_ROUTE EDGE_GATEWAY ORIGIN_GATEWAY ORIGIN_LISTENER KUMA_MESH; do
   default="$(case "$name" in
     NAMESPACE | KUMA_MESH) echo default ;; ORIGIN_NAMESPACE | ORIGIN_APP) echo grpc-backend ;;
@@ -59,6 +66,7 @@ fi
 need MARKER_KEY "$MARKER_KEY" '^[A-Za-z0-9._~+/=-]{32,}$' "32 or more of A-Z a-z 0-9 . _ ~ + / = -"
 
 module_sha256="$(sha256sum "$wasm" | cut -d' ' -f1)"
+native_sha256="$(sha256sum "$native" | cut -d' ' -f1)"
 compat_sha256="$(grep -Eo '"digest":"sha256:[0-9a-f]{64}","size":[0-9]+,"annotations":\{"org.opencontainers.image.ref.name":"compat"\}' "$index" |
   grep -Eo '[0-9a-f]{64}')" || die "no compat image in $index"
 
@@ -69,6 +77,8 @@ for source in "${DEPLOY_SOURCE:-envoy/deploy}"/*.yaml; do
     -e "s|@@MODULE_HOST@@|$module_host|g" \
     -e "s|@@MODULE_PORT@@|$module_port|g" \
     -e "s|@@MODULE_SHA256@@|$module_sha256|g" \
+    -e "s|@@NATIVE_MODULE_URL@@|$NATIVE_MODULE_URL|g" \
+    -e "s|@@NATIVE_SHA256@@|$native_sha256|g" \
     -e "s|@@COMPAT_SHA256@@|$compat_sha256|g" \
     -e "s|@@MARKER_KEY@@|$MARKER_KEY|g" \
     -e "s|@@NAMESPACE@@|$NAMESPACE|g" \
@@ -85,5 +95,5 @@ done
 if left="$(grep -Hno '@@[A-Z0-9_]*@@' "$out"/*.yaml)"; then
   die "placeholders left in the rendered manifests:"$'\n'"$left"
 fi
-echo "rendered $(ls "$out"/*.yaml | wc -l) manifests into $out: module sha256 $module_sha256, compat image sha256 $compat_sha256"
+echo "rendered $(ls "$out"/*.yaml | wc -l) manifests into $out: module sha256 $module_sha256, native build sha256 $native_sha256, compat image sha256 $compat_sha256"
 echo "push the images first: skopeo copy --preserve-digests oci:dist/oci:compat docker://$REGISTRY/grpc-web-bridge:compat"

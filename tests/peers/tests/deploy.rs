@@ -82,7 +82,7 @@ fn rendered() -> Result<BTreeMap<String, Vec<Value>>> {
         files.insert(name, documents);
     }
     std::fs::remove_dir_all(&out)?;
-    ensure!(files.len() == 6, "rendered {:?}", files.keys());
+    ensure!(files.len() == 8, "rendered {:?}", files.keys());
     Ok(files)
 }
 
@@ -112,13 +112,18 @@ fn hex64(value: &Value) -> bool {
 }
 
 /// The build's module sha256 and the `compat` image's manifest digest.
-fn build_digests() -> Result<(String, String)> {
-    let wasm = std::fs::read(repo_root().join("dist/grpc_web_bridge.wasm"))?;
+fn sha256_hex(bytes: &[u8]) -> String {
     use sha2::Digest;
-    let module: String = sha2::Sha256::digest(&wasm)
+    sha2::Sha256::digest(bytes)
         .iter()
         .map(|b| format!("{b:02x}"))
-        .collect();
+        .collect()
+}
+
+fn build_digests() -> Result<(String, String)> {
+    let module = sha256_hex(&std::fs::read(
+        repo_root().join("dist/grpc_web_bridge.wasm"),
+    )?);
     let index: Value = serde_json::from_str(&std::fs::read_to_string(
         repo_root().join("dist/oci/index.json"),
     )?)?;
@@ -164,15 +169,23 @@ fn sha256_fields(value: &Value, found: &mut Vec<(String, Value)>) {
 fn render_fills_every_placeholder_with_the_builds_digests() -> Result<()> {
     let files = rendered()?;
     let (module, compat) = build_digests()?;
+    let native = sha256_hex(&std::fs::read(
+        repo_root().join("dist/native/libgrpc_web_bridge.so"),
+    )?);
     for (name, doc) in all(&files) {
         let mut found = Vec::new();
         sha256_fields(doc, &mut found);
         for (_, value) in found {
             // Images are checked against the compat manifest, modules fetched
-            // over HTTP against the module itself.
+            // over HTTP against the module itself, the native build against
+            // its shared object.
             let by_image =
                 doc.pointer("/spec/url").is_some() || doc.to_string().contains("\"image\"");
-            let expected = if by_image { &compat } else { &module };
+            let expected = match (doc["kind"] == "EnvoyProxy", by_image) {
+                (true, _) => &native,
+                (false, true) => &compat,
+                (false, false) => &module,
+            };
             ensure!(
                 value == *expected.as_str(),
                 "{name}: sha256 {value}, wanted {expected}"
@@ -180,14 +193,15 @@ fn render_fills_every_placeholder_with_the_builds_digests() -> Result<()> {
         }
     }
     // Each module a controller pulls is pinned: Istio's two WasmPlugins,
-    // Envoy Gateway's two policies, Kuma's two remote sources.
+    // Envoy Gateway's two policies and two native registries, Kuma's two
+    // remote sources.
     let mut pins = 0;
     for (_, doc) in all(&files) {
         let mut found = Vec::new();
         sha256_fields(doc, &mut found);
         pins += found.len();
     }
-    ensure!(pins == 6, "{pins} pinned modules, wanted 6");
+    ensure!(pins == 8, "{pins} pinned modules, wanted 8");
     Ok(())
 }
 
@@ -292,7 +306,7 @@ fn shape_like(config: &mut Value, pieces: &[Assembled]) -> Result<()> {
                 .flatten()
             {
                 for route in host["routes"].as_array_mut().into_iter().flatten() {
-                    merge(&mut route["route"], &piece.route_fields);
+                    merge_deep(route, &piece.route_fields);
                 }
             }
         }
@@ -318,12 +332,21 @@ fn controller_shaped_chains_serve_every_interop_case() -> Result<()> {
     let runtime = runtime();
     let server = interop_server(&runtime)?;
     let mut failures = Vec::new();
-    for (controller, pieces) in [
-        ("Istio", istio_pieces(&files)?),
-        ("Envoy Gateway", envoy_gateway_pieces(&files)?),
-        ("Kuma", kuma_pieces(&files)?),
+    for (controller, pieces, native_only) in [
+        ("Istio", istio_pieces(&files)?, false),
+        ("Envoy Gateway", envoy_gateway_pieces(&files, false)?, false),
+        (
+            "Envoy Gateway, native files",
+            envoy_gateway_pieces(&files, true)?,
+            true,
+        ),
+        ("Kuma", kuma_pieces(&files)?, false),
     ] {
-        for (build, module) in [("Wasm", wasm_module()), ("native", native_module())] {
+        let builds = [("Wasm", wasm_module()), ("native", native_module())];
+        for (build, module) in builds
+            .into_iter()
+            .filter(|(b, _)| !native_only || *b == "native")
+        {
             let chain =
                 Topology::start_edited(Hop::Nginx, Upstream::Server(server), &module, Ok, |c| {
                     shape_like(c, &pieces)
@@ -397,6 +420,20 @@ async fn deadline_ends_the_call_at_the_deadline(
 
 /// A check of one field: the value at `pointer` (None: absent).
 type Rule = (&'static str, fn(Option<&Value>) -> bool, &'static str);
+
+/// An Envoy Gateway dynamic module name: `^[a-z0-9]([a-z0-9.-]*[a-z0-9])?$`,
+/// at most 253 characters.
+fn module_name(v: Option<&Value>) -> bool {
+    v.and_then(Value::as_str).is_some_and(|n| {
+        let edge =
+            |c: Option<char>| c.is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit());
+        n.len() <= 253
+            && edge(n.chars().next())
+            && edge(n.chars().last())
+            && n.chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '.' || c == '-')
+    })
+}
 
 fn is_str(v: Option<&Value>) -> bool {
     v.is_some_and(Value::is_string)
@@ -627,23 +664,111 @@ fn crd(kind: &str) -> Option<(&'static [&'static str], Vec<Rule>)> {
             vec![
                 target_refs,
                 (
+                    "/spec",
+                    |v| {
+                        v.is_some_and(|spec| {
+                            spec.get("wasm").is_some() != spec.get("dynamicModule").is_some()
+                        })
+                    },
+                    "the module as wasm or as dynamicModule, one of them",
+                ),
+                (
+                    "/spec/dynamicModule",
+                    |v| {
+                        v.is_none_or(|d| {
+                            d.as_array().is_some_and(|d| {
+                                d.iter().all(|d| {
+                                    module_name(d.get("name"))
+                                        && absent_or_str(d.get("filterName"))
+                                        && d.get("config").is_none_or(Value::is_object)
+                                        && d.get("terminalFilter").is_none_or(Value::is_boolean)
+                                })
+                            })
+                        })
+                    },
+                    "dynamicModule[]: name (a registered module: lowercase DNS-like), filterName, config",
+                ),
+                (
                     "/spec/wasm",
                     |v| {
-                        v.and_then(Value::as_array).is_some_and(|w| {
-                            w.iter().all(|w| {
-                                one_of(w.pointer("/code/type"), &["HTTP", "Image", "ConfigMap"])
-                                    && is_str(w.pointer("/code/image/url"))
-                                    && hex64(
-                                        w.pointer("/code/image/sha256").unwrap_or(&Value::Null),
-                                    )
-                                    && w.get("failOpen").is_none_or(Value::is_boolean)
-                                    && absent_or_str(w.get("rootID"))
+                        v.is_none_or(|v| {
+                            v.as_array().is_some_and(|w| {
+                                w.iter().all(|w| {
+                                    one_of(w.pointer("/code/type"), &["HTTP", "Image", "ConfigMap"])
+                                        && is_str(w.pointer("/code/image/url"))
+                                        && hex64(
+                                            w.pointer("/code/image/sha256").unwrap_or(&Value::Null),
+                                        )
+                                        && w.get("failOpen").is_none_or(Value::is_boolean)
+                                        && absent_or_str(w.get("rootID"))
+                                })
                             })
                         })
                     },
                     "wasm[]: code.type enum, image.url, image.sha256 as 64 bare hex digits (Envoy Gateway compares it with the manifest digest)",
                 ),
             ],
+        ),
+        "EnvoyProxy" => (
+            &[
+                "provider",
+                "logging",
+                "telemetry",
+                "bootstrap",
+                "concurrency",
+                "routingType",
+                "extraArgs",
+                "mergeGateways",
+                "shutdown",
+                "filterOrder",
+                "backendTLS",
+                "ipFamily",
+                "preserveRouteOrder",
+                "disableLuaValidation",
+                "luaValidation",
+                "dynamicModules",
+            ],
+            vec![(
+                "/spec/dynamicModules",
+                |v| {
+                    v.is_none_or(|d| {
+                        d.as_array().is_some_and(|d| {
+                            d.iter().all(|d| {
+                                let source = &d["source"];
+                                let remote = || {
+                                    source.get("local").is_none()
+                                        && source
+                                            .pointer("/remote/url")
+                                            .and_then(Value::as_str)
+                                            .is_some_and(|u| {
+                                                u.starts_with("http://")
+                                                    || u.starts_with("https://")
+                                            })
+                                        && hex64(
+                                            source
+                                                .pointer("/remote/sha256")
+                                                .unwrap_or(&Value::Null),
+                                        )
+                                };
+                                let local = || {
+                                    source.get("remote").is_none()
+                                        && source
+                                            .pointer("/local/path")
+                                            .and_then(Value::as_str)
+                                            .is_some_and(|p| p.starts_with('/'))
+                                };
+                                module_name(d.get("name"))
+                                    && match source.get("type").and_then(Value::as_str) {
+                                        Some("Remote") => remote(),
+                                        Some("Local") | None => local(),
+                                        Some(_) => false,
+                                    }
+                            })
+                        })
+                    })
+                },
+                "dynamicModules[]: name; source.type Local (local.path absolute) or Remote (remote.url http(s), remote.sha256 64 hex digits), not both",
+            )],
         ),
         "EnvoyPatchPolicy" => (
             &["type", "jsonPatches", "targetRef", "targetRefs", "priority"],
@@ -1008,6 +1133,18 @@ fn bootstrap(
     json!({"static_resources": {"listeners": [listener], "clusters": clusters}})
 }
 
+/// Merges `fields` into `target`, object by object.
+fn merge_deep(target: &mut Value, fields: &Value) {
+    match (target.as_object_mut(), fields.as_object()) {
+        (Some(target), Some(fields)) => {
+            for (k, v) in fields {
+                merge_deep(target.entry(k.clone()).or_insert(Value::Null), v);
+            }
+        }
+        _ => *target = fields.clone(),
+    }
+}
+
 fn merge(target: &mut Value, fields: &Value) {
     if let (Some(target), Some(fields)) = (target.as_object_mut(), fields.as_object()) {
         for (k, v) in fields {
@@ -1048,18 +1185,24 @@ struct Assembled {
     clusters: Vec<Value>,
     listener_fields: Value,
     cluster_fields: Value,
-    /// What the controller itself puts on the route (not from the file).
+    /// What goes on the route (merged into it): what the controller itself
+    /// sets there, and what enables a per-route filter.
     route_fields: Value,
 }
 
 fn validate_all(pieces: &[Assembled]) -> Result<()> {
     for piece in pieces {
-        let config = bootstrap(
+        let mut config = bootstrap(
             piece.filters.clone(),
             piece.clusters.clone(),
             &piece.listener_fields,
             &piece.cluster_fields,
         );
+        if let Some(route) = config.pointer_mut(
+            "/static_resources/listeners/0/filter_chains/0/filters/0/typed_config/route_config/virtual_hosts/0/routes/0",
+        ) {
+            merge_deep(route, &piece.route_fields);
+        }
         envoy_validates(piece.name, &config.to_string())?;
     }
     Ok(())
@@ -1152,7 +1295,9 @@ fn istio_pieces(files: &BTreeMap<String, Vec<Value>>) -> Result<Vec<Assembled>> 
             listener_fields: json!({"per_connection_buffer_limit_bytes": buffers.0}),
             cluster_fields: json!({"per_connection_buffer_limit_bytes": buffers.1}),
             route_fields: match side {
-                "origin" => json!({"max_stream_duration": {"grpc_timeout_header_max": "0s"}}),
+                "origin" => {
+                    json!({"route": {"max_stream_duration": {"grpc_timeout_header_max": "0s"}}})
+                }
                 _ => json!({}),
             },
         });
@@ -1174,16 +1319,31 @@ fn istio_pieces(files: &BTreeMap<String, Vec<Value>>) -> Result<Vec<Assembled>> 
 #[test]
 fn envoy_gateway_manifests_gate_exactly_where_the_module_runs_with_timeouts_buffers_and_validate()
 -> Result<()> {
-    validate_all(&envoy_gateway_pieces(&rendered()?)?)
+    let files = rendered()?;
+    validate_all(&envoy_gateway_pieces(&files, false)?)?;
+    validate_all(&envoy_gateway_pieces(&files, true)?)
 }
 
-/// Envoy Gateway's manifests, checked, as Envoy Gateway assembles them.
-fn envoy_gateway_pieces(files: &BTreeMap<String, Vec<Value>>) -> Result<Vec<Assembled>> {
+/// Envoy Gateway's manifests, checked, as Envoy Gateway assembles them:
+/// the Wasm files, or (`native`) their native twins, whose module Envoy
+/// Gateway adds to the HTTP connection manager disabled and enables on each
+/// route of the policy's scope (its `dynamicmodule` translator).
+fn envoy_gateway_pieces(
+    files: &BTreeMap<String, Vec<Value>>,
+    native: bool,
+) -> Result<Vec<Assembled>> {
     let mut pieces = Vec::new();
-    for (name, side) in [
-        ("envoy-gateway-edge.yaml", "edge"),
-        ("envoy-gateway-origin.yaml", "origin"),
-    ] {
+    let names = match native {
+        false => [
+            ("envoy-gateway-edge.yaml", "edge"),
+            ("envoy-gateway-origin.yaml", "origin"),
+        ],
+        true => [
+            ("envoy-gateway-edge-native.yaml", "edge"),
+            ("envoy-gateway-origin-native.yaml", "origin"),
+        ],
+    };
+    for (name, side) in names {
         let docs = &files[name];
         let policy = one(docs, "EnvoyExtensionPolicy")?;
         let scope = &policy["spec"]["targetRefs"];
@@ -1210,7 +1370,13 @@ fn envoy_gateway_pieces(files: &BTreeMap<String, Vec<Value>>) -> Result<Vec<Asse
             client["spec"]["targetRefs"][0]["kind"] == "Gateway",
             "{name}: ClientTrafficPolicy targets a Gateway"
         );
-        let config = policy["spec"]["wasm"][0]["config"].to_string();
+        let (module, route) = match native {
+            false => (
+                module_filter(&policy["spec"]["wasm"][0]["config"].to_string()),
+                json!({}),
+            ),
+            true => eg_dynamic_module(docs, policy, name)?,
+        };
         let mut filters = vec![];
         if side == "origin" {
             // The module runs on one Gateway listener; the gate on the same.
@@ -1316,7 +1482,7 @@ fn envoy_gateway_pieces(files: &BTreeMap<String, Vec<Value>>) -> Result<Vec<Asse
                 "{name}: a gRPC-web filter at the edge"
             );
         }
-        filters.push(module_filter(&config));
+        filters.push(module);
         let fields = json!({"per_connection_buffer_limit_bytes": BUFFER});
         pieces.push(Assembled {
             name,
@@ -1325,7 +1491,7 @@ fn envoy_gateway_pieces(files: &BTreeMap<String, Vec<Value>>) -> Result<Vec<Asse
             clusters: vec![],
             listener_fields: fields.clone(),
             cluster_fields: fields,
-            route_fields: json!({}),
+            route_fields: route,
         });
     }
     Ok(pieces)
@@ -1335,6 +1501,55 @@ fn envoy_gateway_pieces(files: &BTreeMap<String, Vec<Value>>) -> Result<Vec<Asse
 fn kuma_manifests_gate_exactly_where_the_module_runs_with_timeouts_buffers_and_validate()
 -> Result<()> {
     validate_all(&kuma_pieces(&rendered()?)?)
+}
+
+/// The dynamic module filter Envoy Gateway builds from a native file's
+/// policy and the EnvoyProxy that registers the module, and the route
+/// config that enables it; the module from the local build, where Envoy
+/// Gateway would have fetched the same bytes (the sha256 is checked).
+fn eg_dynamic_module(docs: &[Value], policy: &Value, name: &str) -> Result<(Value, Value)> {
+    let [module] = policy["spec"]["dynamicModule"]
+        .as_array()
+        .context("dynamicModule")?
+        .as_slice()
+    else {
+        bail!("{name}: one dynamic module expected");
+    };
+    let registry = one(docs, "EnvoyProxy")?;
+    let entry = registry["spec"]["dynamicModules"]
+        .as_array()
+        .and_then(|entries| entries.iter().find(|e| e["name"] == module["name"]))
+        .with_context(|| format!("{name}: module {} is not registered", module["name"]))?;
+    let built = repo_root().join("dist/native/libgrpc_web_bridge.so");
+    let sha256 = sha256_hex(&std::fs::read(&built)?);
+    ensure!(
+        entry
+            .pointer("/source/remote/sha256")
+            .and_then(Value::as_str)
+            == Some(sha256.as_str()),
+        "{name}: the registered sha256 is not the native build's"
+    );
+    // Envoy Gateway serialises `config` as JSON into a StringValue.
+    let config = module["config"].to_string();
+    let filter_name = format!(
+        "envoy.filters.http.dynamic_modules/{}",
+        module["name"].as_str().context("name")?
+    );
+    let filter = json!({
+        "name": filter_name,
+        "disabled": true,
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.dynamic_modules.v3.DynamicModuleFilter",
+            "dynamic_module_config": {"module": {"local": {"filename": built}}},
+            "filter_name": module["filterName"],
+            "filter_config": {"@type": "type.googleapis.com/google.protobuf.StringValue", "value": config},
+        }
+    });
+    let route = json!({"typed_per_filter_config": {filter_name: {
+        "@type": "type.googleapis.com/envoy.config.route.v3.FilterConfig",
+        "config": {}
+    }}});
+    Ok((filter, route))
 }
 
 /// Kuma's manifests, checked, as Kuma assembles them.
