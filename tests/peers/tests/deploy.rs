@@ -380,8 +380,9 @@ fn controller_shaped_chains_serve_every_interop_case() -> Result<()> {
 
 /// A call with `grpc-timeout: 700m` whose server answers after 2 s, from a
 /// client with no timer of its own: DEADLINE_EXCEEDED, at the deadline; or,
-/// where the controller's own route timer resets it (`reset_by_envoy`), a
-/// reset within the deadline plus Envoy's 1 s delayed close.
+/// where the controller's own route timer may reset it first
+/// (`reset_by_envoy`), that or a reset within the deadline plus Envoy's 1 s
+/// delayed close.
 async fn deadline_ends_the_call_at_the_deadline(
     edge: std::net::SocketAddr,
     reset_by_envoy: bool,
@@ -405,9 +406,12 @@ async fn deadline_ends_the_call_at_the_deadline(
     )
     .await?;
     let took = started.elapsed();
+    // Envoy's timer and the server's own DEADLINE_EXCEEDED race: the status
+    // when the server's trailers win.
+    let deadline_exceeded = received.grpc_status() == Some("4");
     let (ended, bound) = match reset_by_envoy {
-        true => (received.error.is_some(), 2500),
-        false => (received.grpc_status() == Some("4"), 1500),
+        true => (received.error.is_some() || deadline_exceeded, 2500),
+        false => (deadline_exceeded, 1500),
     };
     ensure!(
         ended && took < std::time::Duration::from_millis(bound),
@@ -1208,6 +1212,33 @@ fn validate_all(pieces: &[Assembled]) -> Result<()> {
     Ok(())
 }
 
+/// The origin's patch on the server's cluster lets a trailer block of up to
+/// 1 MiB in up to 10000 fields reach the module, as `envoy/origin.yaml` does
+/// (at Envoy's defaults the codec resets the stream: no status).
+fn assert_server_limits(cluster: &Value, name: &str) -> Result<()> {
+    let options = cluster.pointer(
+        "/typed_extension_protocol_options/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+    );
+    let common = options.and_then(|o| o.get("common_http_protocol_options"));
+    let at_least = |field: &str, floor: u64| {
+        common
+            .and_then(|c| c.get(field))
+            .and_then(Value::as_u64)
+            .is_some_and(|v| v >= floor)
+    };
+    ensure!(
+        at_least("max_response_headers_kb", 1024) && at_least("max_headers_count", 10000),
+        "{name}: the server's cluster keeps Envoy's trailer limits: {options:?}"
+    );
+    ensure!(
+        options
+            .and_then(|o| o.pointer("/explicit_http_config/http2_protocol_options"))
+            .is_some(),
+        "{name}: the server's cluster is not HTTP/2"
+    );
+    Ok(())
+}
+
 /// Istio's manifests, checked, as Istio assembles them. Istio's inbound
 /// routes carry `max_stream_duration` with `grpc_timeout_header_max: 0s`
 /// (its route builder for every inbound route).
@@ -1239,6 +1270,7 @@ fn istio_pieces(files: &BTreeMap<String, Vec<Value>>) -> Result<Vec<Assembled>> 
             "SIDECAR_INBOUND"
         };
         let mut buffers = (0, 0);
+        let mut cluster_fields = json!({});
         let mut gates = Vec::new();
         for patch in patches {
             ensure!(
@@ -1255,7 +1287,8 @@ fn istio_pieces(files: &BTreeMap<String, Vec<Value>>) -> Result<Vec<Assembled>> 
                 Some("CLUSTER") => {
                     buffers.1 = value["per_connection_buffer_limit_bytes"]
                         .as_u64()
-                        .unwrap_or(0)
+                        .unwrap_or(0);
+                    cluster_fields = value.clone();
                 }
                 Some("HTTP_FILTER") => {
                     // First, so it runs before the module wherever Istio puts it.
@@ -1284,6 +1317,9 @@ fn istio_pieces(files: &BTreeMap<String, Vec<Value>>) -> Result<Vec<Assembled>> 
                 );
             }
         }
+        if side == "origin" {
+            assert_server_limits(&cluster_fields, name)?;
+        }
         let config = plugin["spec"]["pluginConfig"].to_string();
         let mut filters = gates;
         filters.push(module_filter(&config));
@@ -1293,7 +1329,7 @@ fn istio_pieces(files: &BTreeMap<String, Vec<Value>>) -> Result<Vec<Assembled>> 
             filters,
             clusters: vec![],
             listener_fields: json!({"per_connection_buffer_limit_bytes": buffers.0}),
-            cluster_fields: json!({"per_connection_buffer_limit_bytes": buffers.1}),
+            cluster_fields,
             route_fields: match side {
                 "origin" => {
                     json!({"route": {"max_stream_duration": {"grpc_timeout_header_max": "0s"}}})
@@ -1630,6 +1666,7 @@ fn kuma_pieces(files: &BTreeMap<String, Vec<Value>>) -> Result<Vec<Assembled>> {
         }
         match side {
             "origin" => {
+                assert_server_limits(&cluster_fields, name)?;
                 // One patch, one target: gate first, the module right after.
                 ensure!(filters.len() == 2, "{name}: {} filters", filters.len());
                 assert_gated(&filters[0], name)?;
