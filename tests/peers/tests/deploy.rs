@@ -233,6 +233,68 @@ fn render_refuses_missing_variables_and_leftover_placeholders() -> Result<()> {
     Ok(())
 }
 
+/// What a controller cannot do, or does its own way, is said in the
+/// manifest an operator applies (docs/deploy.md says the same at length).
+#[test]
+fn each_manifest_states_its_controllers_limits() -> Result<()> {
+    let stated: &[(&str, &[&str])] = &[
+        ("istio-edge-wasmplugin.yaml", &["Marker keys"]),
+        (
+            "istio-origin-envoyfilter.yaml",
+            &[
+                "Marker keys",
+                "resets\n# it at the deadline",
+                "max_header_field_size_kb",
+            ],
+        ),
+        ("envoy-gateway-edge.yaml", &["Marker keys", "v1.6 or later"]),
+        (
+            "envoy-gateway-origin.yaml",
+            &[
+                "Marker keys",
+                "grpc.enableWeb: false",
+                "mergeType",
+                "kubernetes.io/h2c",
+                "header limits",
+            ],
+        ),
+        (
+            "envoy-gateway-edge-native.yaml",
+            &[
+                "Marker keys",
+                "v1.8 or later",
+                "last filter before the router",
+                "parametersRef",
+            ],
+        ),
+        (
+            "envoy-gateway-origin-native.yaml",
+            &[
+                "Marker keys",
+                "v1.8 or later",
+                "last filter before the router",
+                "grpc.enableWeb: false",
+                "header limits",
+            ],
+        ),
+        (
+            "kuma-edge-meshproxypatch.yaml",
+            &["Marker keys", "Kuma 3.0", "outside the\n# mesh's mTLS"],
+        ),
+        (
+            "kuma-origin-meshproxypatch.yaml",
+            &["Marker keys", "outside the\n# mesh's mTLS"],
+        ),
+    ];
+    for (name, phrases) in stated {
+        let text = std::fs::read_to_string(repo_root().join("envoy/deploy").join(name))?;
+        for phrase in *phrases {
+            ensure!(text.contains(phrase), "{name} does not state {phrase:?}");
+        }
+    }
+    Ok(())
+}
+
 /// Kuma's mesh and gateway are the operator's, not hard-coded names.
 #[test]
 fn kuma_manifests_take_the_mesh_and_gateway_names_given() -> Result<()> {

@@ -2,6 +2,12 @@
 //! against the same chain with the no-op Wasm filter in its place, both
 //! through the shipped nginx (docs/benchmarks.md, "Memory per call").
 //!
+//! The loads: unary calls answered with one large message, read as fast as
+//! the client can; and a slow reader, server streams of 1 MiB messages read
+//! at 20 MB/s each, far slower than the server sends: with Envoy's flow
+//! control honoured, neither Envoy holds more of a stream than its buffer
+//! limits, whatever the stream's length.
+//!
 //! For each load, three rounds, each starting every chain afresh (an Envoy
 //! keeps memory it freed, so a second load on the same process shows less
 //! than the first): the calls run at once (each on its own connection,
@@ -18,7 +24,7 @@ use std::time::Duration;
 use anyhow::{Context as _, Result, bail, ensure};
 use bridge_peers::harness::{NEW_KEY, runtime, signed_marker};
 use bridge_peers::interop_server::serve_messages_up_to;
-use bridge_peers::proto::SimpleRequest;
+use bridge_peers::proto::{ResponseParameters, SimpleRequest, StreamingOutputCallRequest};
 use bridge_peers::raw::frame;
 use bridge_peers::topology::{self, Hop, Topology, Upstream, set_plugin_field};
 use bytes::Bytes;
@@ -26,6 +32,55 @@ use prost::Message as _;
 
 const MIB: usize = 1 << 20;
 const UNARY: &str = "/grpc.testing.TestService/UnaryCall";
+const STREAM: &str = "/grpc.testing.TestService/StreamingOutputCall";
+
+/// What each call asks for and how fast its client reads.
+#[derive(Clone, Copy)]
+enum Load {
+    /// One reply of this many bytes, read as fast as the client can.
+    Unary(usize),
+    /// A server stream of this many 1 MiB messages, read at this many bytes
+    /// a second.
+    SlowStream { messages: usize, read_per_s: usize },
+}
+
+impl Load {
+    fn path(self) -> &'static str {
+        match self {
+            Load::Unary(_) => UNARY,
+            Load::SlowStream { .. } => STREAM,
+        }
+    }
+
+    fn request(self) -> Vec<u8> {
+        let message = match self {
+            Load::Unary(size) => SimpleRequest {
+                response_size: size as i32,
+                ..Default::default()
+            }
+            .encode_to_vec(),
+            Load::SlowStream { messages, .. } => StreamingOutputCallRequest {
+                response_parameters: (0..messages)
+                    .map(|_| ResponseParameters {
+                        size: MIB as i32,
+                        ..Default::default()
+                    })
+                    .collect(),
+                ..Default::default()
+            }
+            .encode_to_vec(),
+        };
+        frame(0, &message)
+    }
+
+    /// The reply's payload bytes, framing not counted.
+    fn reply_bytes(self) -> usize {
+        match self {
+            Load::Unary(size) => size,
+            Load::SlowStream { messages, .. } => messages * MIB,
+        }
+    }
+}
 
 /// A chain under test and how its client speaks to it.
 struct Chain {
@@ -45,31 +100,25 @@ fn vm_hwm_kib(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
-/// One call asking for a `size`-byte reply, read to its end; checks the
-/// status and the size, and keeps none of the body.
-async fn call(target: SocketAddr, web: bool, size: usize) -> Result<()> {
+/// One call of `load`, read to its end; checks the status and the size,
+/// and keeps none of the body.
+async fn call(target: SocketAddr, web: bool, load: Load) -> Result<()> {
+    let path = load.path();
     let socket = tokio::net::TcpStream::connect(target).await?;
     let (client, connection) = h2::client::handshake(socket).await?;
     tokio::spawn(connection);
     let mut request = http::Request::builder()
         .method("POST")
-        .uri(format!("http://{target}{UNARY}"));
+        .uri(format!("http://{target}{path}"));
     request = match web {
         true => request
             .header("content-type", "application/grpc-web")
-            .header("x-grpc-web-bridge", signed_marker(NEW_KEY, UNARY, 0)),
+            .header("x-grpc-web-bridge", signed_marker(NEW_KEY, path, 0)),
         false => request
             .header("content-type", "application/grpc")
             .header("te", "trailers"),
     };
-    let body = frame(
-        0,
-        &SimpleRequest {
-            response_size: size as i32,
-            ..Default::default()
-        }
-        .encode_to_vec(),
-    );
+    let body = load.request();
     let mut client = client.ready().await?;
     let (response, mut send) = client.send_request(request.body(())?, false)?;
     send.send_data(Bytes::from(body), true)?;
@@ -77,10 +126,18 @@ async fn call(target: SocketAddr, web: bool, size: usize) -> Result<()> {
     ensure!(response.status() == 200, "HTTP {}", response.status());
     let mut body = response.into_body();
     let (mut received, mut tail) = (0, Vec::new());
+    let started = std::time::Instant::now();
     while let Some(chunk) = body.data().await {
         let chunk = chunk?;
-        let _ = body.flow_control().release_capacity(chunk.len());
         received += chunk.len();
+        if let Load::SlowStream { read_per_s, .. } = load {
+            // Read no faster than the rate: the window opens only as fast.
+            let due = Duration::from_secs_f64(received as f64 / read_per_s as f64);
+            if let Some(wait) = due.checked_sub(started.elapsed()) {
+                tokio::time::sleep(wait).await;
+            }
+        }
+        let _ = body.flow_control().release_capacity(chunk.len());
         tail.extend_from_slice(&chunk[chunk.len().saturating_sub(64)..]);
         tail.drain(..tail.len().saturating_sub(64));
     }
@@ -89,6 +146,7 @@ async fn call(target: SocketAddr, web: bool, size: usize) -> Result<()> {
         None => tail.windows(13).any(|w| w == b"grpc-status:0"),
     };
     ensure!(ok, "the call did not end OK");
+    let size = load.reply_bytes();
     ensure!(received > size, "{received} bytes for a {size}-byte reply");
     Ok(())
 }
@@ -100,7 +158,7 @@ fn round(
     topology: &Topology,
     web: bool,
     calls: usize,
-    size: usize,
+    load: Load,
 ) -> Result<Vec<(String, f64)>> {
     let envoys: Vec<(String, u32)> = topology
         .pids()
@@ -115,7 +173,7 @@ fn round(
     let target = topology.edge;
     runtime.block_on(async {
         let calls: Vec<_> = (0..calls)
-            .map(|_| tokio::spawn(call(target, web, size)))
+            .map(|_| tokio::spawn(call(target, web, load)))
             .collect();
         for call in calls {
             tokio::time::timeout(Duration::from_secs(120), call)
@@ -175,8 +233,16 @@ fn main() -> Result<()> {
         },
     ];
     let loads = [
-        (64, 4 * MIB, "64 × 4 MiB"),
-        (8, 64 * MIB - 16, "8 × 64 MiB"),
+        (64, Load::Unary(4 * MIB), "64 × 4 MiB"),
+        (8, Load::Unary(64 * MIB - 16), "8 × 64 MiB"),
+        (
+            4,
+            Load::SlowStream {
+                messages: 64,
+                read_per_s: 20_000_000,
+            },
+            "4 streams × 64 MiB, read at 20 MB/s",
+        ),
     ];
     println!(
         "Peak RSS growth per Envoy (MiB; median of {rounds} rounds, range), \
@@ -184,13 +250,13 @@ fn main() -> Result<()> {
     );
     println!("| load | chain | edge | origin | edge − no-op | origin − no-op |");
     println!("|---|---|---:|---:|---:|---:|");
-    for (calls, size, label) in loads {
+    for (calls, load, label) in loads {
         let mut runs: Vec<Vec<Vec<(String, f64)>>> = vec![Vec::new(); chains.len()];
         for _ in 0..rounds {
             for (chain, runs) in chains.iter().zip(&mut runs) {
                 let topology = start(&chain.module)?;
                 runs.push(
-                    round(&runtime, &topology, chain.web, calls, size)
+                    round(&runtime, &topology, chain.web, calls, load)
                         .with_context(|| format!("{} at {label}", chain.name))?,
                 );
             }
