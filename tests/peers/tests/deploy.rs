@@ -252,6 +252,7 @@ fn each_manifest_states_its_controllers_limits() -> Result<()> {
             "envoy-gateway-origin.yaml",
             &[
                 "Marker keys",
+                "v1.6 or later",
                 "grpc.enableWeb: false",
                 "mergeType",
                 "kubernetes.io/h2c",
@@ -279,11 +280,16 @@ fn each_manifest_states_its_controllers_limits() -> Result<()> {
         ),
         (
             "kuma-edge-meshproxypatch.yaml",
-            &["Marker keys", "Kuma 3.0", "outside the\n# mesh's mTLS"],
+            &[
+                "Marker keys",
+                "Kuma 2.13",
+                "Kuma 3.0",
+                "outside the\n# mesh's mTLS",
+            ],
         ),
         (
             "kuma-origin-meshproxypatch.yaml",
-            &["Marker keys", "outside the\n# mesh's mTLS"],
+            &["Marker keys", "2.13 or later", "outside the\n# mesh's mTLS"],
         ),
     ];
     for (name, phrases) in stated {
