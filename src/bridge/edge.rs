@@ -23,7 +23,7 @@ use flate2::read::{GzDecoder, ZlibDecoder};
 use super::{
     Action, Body, Deadline, FrameReader, Host, Map, ROTATE_PIECE, StreamBridge,
     drop_failed_request, drop_request_chunk, error_fields, finish_trailers, finish_trailers_only,
-    make_marker, not_grpc, reply_error, report, shown, truncate_body,
+    make_marker, not_grpc, reply_error, report, scan_binary, shown, truncate_body,
 };
 use crate::abi::HeaderPairs;
 use crate::codec::{
@@ -390,35 +390,13 @@ impl StreamBridge for Edge {
         end_of_stream: bool,
     ) -> Action {
         match &mut self.response {
-            Response::Web(body) => {
-                // Message payload that only passes through is not read.
-                let skipped = body.reader.skip_payload(size);
-                let unread = match skipped < size {
-                    true => host.body(Body::Response, skipped, size - skipped),
-                    false => Bytes::new(),
-                };
-                match body.forward(unread, end_of_stream) {
-                    Ok(None) => {}
-                    Ok(Some(rewritten)) => {
-                        // The end of a message, then the trailer frame (once
-                        // a call), cut off. Binary, the bytes kept are the
-                        // chunk's front: past a piece's size they are not
-                        // copied into the module (truncate_body).
-                        let keep = skipped + rewritten.len();
-                        if body.reader.is_text() || keep <= ROTATE_PIECE {
-                            let mut out = host.body(Body::Response, 0, skipped).to_vec();
-                            out.extend_from_slice(&rewritten);
-                            host.replace_body(Body::Response, size, &out);
-                        } else {
-                            truncate_body(host, Body::Response, size, keep);
-                        }
-                    }
-                    Err(kind) => {
-                        host.replace_body(Body::Response, size, &[]);
-                        self.fail_response(host, kind);
-                    }
+            Response::Web(body) => match body.pass(host, size, end_of_stream) {
+                Ok(()) => {}
+                Err(kind) => {
+                    host.replace_body(Body::Response, size, &[]);
+                    self.fail_response(host, kind);
                 }
-            }
+            },
             Response::Failing(_) => host.replace_body(Body::Response, size, &[]),
             Response::Waiting | Response::LocalReply | Response::Done => return Action::Continue,
         }
@@ -460,6 +438,51 @@ impl StreamBridge for Edge {
 }
 
 impl WebBody {
+    /// Lets a chunk of `size` bytes pass, the trailer frame cut off its end
+    /// and its fields kept for the end of the response. Binary, message
+    /// payload is skipped by length and the rest read a window at a time
+    /// (scan_binary); the kept front of a chunk past a piece's size is
+    /// rotated, never copied into the module whole (truncate_body). Text is
+    /// decoded whole.
+    fn pass(
+        &mut self,
+        host: &mut dyn Host,
+        size: usize,
+        end_of_stream: bool,
+    ) -> Result<(), ErrorKind> {
+        if self.reader.is_text() {
+            let chunk = host.body(Body::Response, 0, size);
+            if let Some(decoded) = self.forward(chunk, end_of_stream)? {
+                host.replace_body(Body::Response, size, &decoded);
+            }
+            return Ok(());
+        }
+        let reader = &mut self.reader;
+        let scanned = scan_binary(
+            host,
+            Body::Response,
+            &mut reader.scanner,
+            &mut reader.pieces,
+            0,
+            size,
+        )?;
+        if end_of_stream {
+            reader.scanner.finish()?;
+        }
+        if let Some((compressed, block)) = &scanned.trailers {
+            self.frame_trailers = Some(self.read_trailers(*compressed, block)?);
+        }
+        match scanned.trailers_at {
+            None => {}
+            Some(keep) if keep <= ROTATE_PIECE => {
+                let kept = scanned.bytes(host, Body::Response, 0, keep);
+                host.replace_body(Body::Response, size, &kept);
+            }
+            Some(keep) => truncate_body(host, Body::Response, size, keep),
+        }
+        Ok(())
+    }
+
     /// Returns the bytes to forward (`None`: the chunk passes unchanged) and
     /// keeps the trailer frame's fields for the end.
     fn forward(&mut self, chunk: Bytes, end_of_stream: bool) -> Result<Option<Vec<u8>>, ErrorKind> {

@@ -414,6 +414,84 @@ fn check_marker(
     }))
 }
 
+/// The most body bytes read into the module at once to find frames: after
+/// a flow-control pause Envoy hands over all it read (megabytes), and only
+/// frame prefixes and trailer frames need reading.
+const READ_WINDOW: usize = 64 * 1024;
+
+/// What [`scan_binary`] found in a body buffer.
+#[derive(Default)]
+struct Scanned {
+    /// Where the last message frame that ended in the buffer ends.
+    whole: Option<usize>,
+    /// Where the first trailer-frame byte in the buffer is.
+    trailers_at: Option<usize>,
+    /// The trailer frame, if it completed here: (compressed, block).
+    trailers: Option<(bool, Bytes)>,
+    /// The last bytes read and where they start in the buffer.
+    last_read: (usize, Bytes),
+}
+
+impl Scanned {
+    /// Bytes `from..to` of the buffer, from the last read if it holds them.
+    fn bytes(&self, host: &dyn Host, body: Body, from: usize, to: usize) -> Bytes {
+        let (start, read) = &self.last_read;
+        match from >= *start && to <= start + read.len() {
+            true => read.slice(from - start..to - start),
+            false => host.body(body, from, to - from),
+        }
+    }
+}
+
+/// Scans bytes `from..size` of a binary body with `scanner`: message
+/// payload is skipped by length, never read; the rest is read a window of
+/// at most [`READ_WINDOW`] at a time.
+fn scan_binary(
+    host: &dyn Host,
+    body: Body,
+    scanner: &mut FrameScanner,
+    pieces: &mut Vec<Piece>,
+    from: usize,
+    size: usize,
+) -> Result<Scanned, ErrorKind> {
+    let mut scanned = Scanned::default();
+    let mut at = from;
+    while at < size {
+        let skipped = scanner.skip_payload(size - at);
+        if skipped > 0 {
+            at += skipped;
+            if scanner.at_frame_boundary() {
+                scanned.whole = Some(at);
+            }
+            continue;
+        }
+        let window = host.body(body, at, (size - at).min(READ_WINDOW));
+        if window.is_empty() {
+            break;
+        }
+        pieces.clear();
+        scanner.push(window.clone(), pieces)?;
+        let mut seen = 0;
+        for piece in pieces.iter() {
+            match piece {
+                Piece::Message(bytes) => seen += bytes.len(),
+                Piece::MessageEnd => scanned.whole = Some(at + seen),
+                Piece::Trailers { compressed, block } => {
+                    scanned.trailers = Some((*compressed, block.clone()))
+                }
+            }
+        }
+        // Message bytes come first; all after them is the trailer frame.
+        if seen < window.len() {
+            scanned.trailers_at.get_or_insert(at + seen);
+        }
+        pieces.clear();
+        at += window.len();
+        scanned.last_read = (at - window.len(), window);
+    }
+    Ok(scanned)
+}
+
 /// Reads a gRPC or gRPC-web body as it streams: undoes text mode, checks
 /// the framing, and cuts out the trailer frame.
 struct FrameReader {
@@ -450,15 +528,6 @@ impl FrameReader {
     /// Whether the body is grpc-web-text (decoded here, so rewritten whole).
     fn is_text(&self) -> bool {
         self.text.is_some()
-    }
-
-    /// Advances over up to `len` bytes of a message payload without reading
-    /// them (binary only: text must be decoded); returns how many.
-    fn skip_payload(&mut self, len: usize) -> usize {
-        match self.text {
-            Some(_) => 0,
-            None => self.scanner.skip_payload(len),
-        }
     }
 
     /// Reads one chunk; with `end_of_stream`, also checks that nothing is
@@ -517,14 +586,20 @@ impl FrameReader {
         size: usize,
         end_of_stream: bool,
     ) -> Result<(), ErrorKind> {
-        let skipped = self.skip_payload(size);
-        let unread = match skipped < size {
-            true => host.body(Body::Request, skipped, size - skipped),
-            false => Bytes::new(),
-        };
-        match self.read(unread, end_of_stream)?.trailers {
-            Some(_) => Err(ErrorKind::UnexpectedTrailerFrame),
-            None => Ok(()),
+        let scanned = scan_binary(
+            host,
+            Body::Request,
+            &mut self.scanner,
+            &mut self.pieces,
+            0,
+            size,
+        )?;
+        if scanned.trailers_at.is_some() {
+            return Err(ErrorKind::UnexpectedTrailerFrame);
         }
+        if end_of_stream {
+            self.scanner.finish()?;
+        }
+        Ok(())
     }
 }

@@ -33,12 +33,10 @@
 use std::borrow::Cow;
 use std::rc::Rc;
 
-use bytes::Bytes;
-
 use super::{
-    Action, Body, Deadline, FrameReader, Host, Map, StreamBridge, check_marker,
+    Action, Body, Deadline, FrameReader, Host, Map, ROTATE_PIECE, StreamBridge, check_marker,
     drop_failed_request, drop_request_chunk, error_fields, finish_trailers, finish_trailers_only,
-    not_grpc, reply_error, report, shown,
+    not_grpc, reply_error, report, scan_binary, shown, truncate_body,
 };
 use crate::abi::HeaderPairs;
 use crate::codec::{
@@ -464,39 +462,29 @@ impl Upstream {
                 _ => Action::Pause,
             };
         }
-        let read_from = self.held + self.scanner.skip_payload(size - self.held);
-        // Where the last frame in the buffer ends (0: none ends in it).
-        let mut whole = match self.scanner.at_frame_boundary() {
-            true => read_from,
-            false => 0,
-        };
-        let mut unread = Bytes::new();
-        if read_from < size {
-            unread = host.body(Body::Response, read_from, size - read_from);
-            let pieces = &mut self.pieces;
-            pieces.clear();
-            let scanned = self.scanner.push(unread.clone(), pieces).and_then(|()| {
-                match pieces.iter().any(|p| matches!(p, Piece::Trailers { .. })) {
-                    true => Err(ErrorKind::UnexpectedTrailerFrame),
-                    false => Ok(()),
-                }
-            });
-            if let Err(kind) = scanned {
+        let scanned = scan_binary(
+            host,
+            Body::Response,
+            &mut self.scanner,
+            &mut self.pieces,
+            self.held,
+            size,
+        )
+        .and_then(|scanned| match scanned.trailers_at {
+            Some(_) => Err(ErrorKind::UnexpectedTrailerFrame),
+            None => Ok(scanned),
+        });
+        let scanned = match scanned {
+            Ok(scanned) => scanned,
+            Err(kind) => {
                 // The bad chunk is dropped; the error becomes the status.
                 self.failure = Some(kind.from(Peer::Upstream));
                 self.drop_buffer(host, size);
                 return Action::Continue;
             }
-            let mut seen = 0;
-            for piece in pieces.iter() {
-                match piece {
-                    Piece::Message(bytes) => seen += bytes.len(),
-                    Piece::MessageEnd => whole = read_from + seen,
-                    Piece::Trailers { .. } => {}
-                }
-            }
-            pieces.clear();
-        }
+        };
+        // Where the last frame in the buffer ends (0: none ends in it).
+        let whole = scanned.whole.unwrap_or(0);
         if whole > 0 || self.scanner.at_frame_boundary() {
             // The frame that was streaming, if any, has ended.
             self.streaming = false;
@@ -520,13 +508,15 @@ impl Upstream {
             self.held = size;
             return Action::Pause;
         }
-        // Whole frames, then the front of the next: the frames go, the
-        // front is carried. Both lie in what was just read, but for the
-        // skipped payload before it, which alone is read again.
-        self.carried = unread[whole - read_from..].to_vec();
-        let mut frames = host.body(Body::Response, 0, read_from).to_vec();
-        frames.extend_from_slice(&unread[..whole - read_from]);
-        host.replace_body(Body::Response, size, &frames);
+        // Whole frames, then the front of the next (under HELD_FRAME_BYTES):
+        // the frames go, the front is carried.
+        self.carried = scanned.bytes(host, Body::Response, whole, size).to_vec();
+        if whole <= ROTATE_PIECE {
+            let frames = scanned.bytes(host, Body::Response, 0, whole);
+            host.replace_body(Body::Response, size, &frames);
+        } else {
+            truncate_body(host, Body::Response, size, whole);
+        }
         self.held = 0;
         Action::Continue
     }

@@ -1287,6 +1287,26 @@ mod origin {
         assert!(!host.reset);
     }
 
+    /// After a flow-control pause Envoy hands over megabytes at once: only
+    /// frame prefixes are read, a window at a time, never the chunk whole.
+    #[test]
+    fn a_chunk_of_megabytes_is_read_only_at_its_prefixes() {
+        let (mut origin, mut host) = streaming_large();
+        let large = message(&vec![9; 300 * 1024]);
+        let small = message(b"small");
+        let chunk = [&large[..], &large[..], &small[..], &large[..1000]].concat();
+        host.send_response_body(&mut origin, &chunk, false);
+        host.send_response_body(&mut origin, &large[1000..], false);
+        host.send_response_trailers(&mut origin, &[("grpc-status", "0")]);
+        assert!(host.downstream_body == [&chunk[..], &large[1000..]].concat());
+        assert!(
+            host.largest_body_read.get() <= 64 * 1024,
+            "{} bytes in one read",
+            host.largest_body_read.get()
+        );
+        assert!(!host.reset);
+    }
+
     #[test]
     fn a_frame_that_turns_out_large_once_its_prefix_is_whole_streams() {
         let (mut origin, mut host) = streaming_large();
