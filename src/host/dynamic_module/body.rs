@@ -16,12 +16,9 @@ pub(super) fn body_size(envoy: FilterEnvoy, body: Body, phase: Phase) -> usize {
         .sum()
 }
 
-/// The Envoy buffers that make up the body the state machine sees, in order.
-pub(super) fn body_views(envoy: FilterEnvoy, body: Body, phase: Phase) -> Vec<u32> {
-    let (received, kept) = match body {
-        Body::Request => (abi::RECEIVED_REQUEST_BODY, abi::BUFFERED_REQUEST_BODY),
-        Body::Response => (abi::RECEIVED_RESPONSE_BODY, abi::BUFFERED_RESPONSE_BODY),
-    };
+/// The Envoy buffers that make up the body the state machine sees, in order
+/// (static slices: no allocation per hostcall).
+pub(super) fn body_views(envoy: FilterEnvoy, body: Body, phase: Phase) -> &'static [u32] {
     let in_body_callback = matches!(
         (phase, body),
         (Phase::RequestBody, Body::Request)
@@ -30,22 +27,26 @@ pub(super) fn body_views(envoy: FilterEnvoy, body: Body, phase: Phase) -> Vec<u3
                 Body::Response
             )
     );
-    if !in_body_callback {
-        return vec![kept];
-    }
     // SAFETY: called inside the body callback.
-    let received_is_kept = unsafe {
-        match body {
-            Body::Request => {
-                abi::envoy_dynamic_module_callback_http_received_buffered_request_body(envoy)
+    let received_is_kept = in_body_callback
+        && unsafe {
+            match body {
+                Body::Request => {
+                    abi::envoy_dynamic_module_callback_http_received_buffered_request_body(envoy)
+                }
+                Body::Response => {
+                    abi::envoy_dynamic_module_callback_http_received_buffered_response_body(envoy)
+                }
             }
-            Body::Response => {
-                abi::envoy_dynamic_module_callback_http_received_buffered_response_body(envoy)
-            }
+        };
+    match (body, in_body_callback, received_is_kept) {
+        (Body::Request, false, _) => &[abi::BUFFERED_REQUEST_BODY],
+        (Body::Request, true, true) => &[abi::RECEIVED_REQUEST_BODY],
+        (Body::Request, true, false) => &[abi::BUFFERED_REQUEST_BODY, abi::RECEIVED_REQUEST_BODY],
+        (Body::Response, false, _) => &[abi::BUFFERED_RESPONSE_BODY],
+        (Body::Response, true, true) => &[abi::RECEIVED_RESPONSE_BODY],
+        (Body::Response, true, false) => {
+            &[abi::BUFFERED_RESPONSE_BODY, abi::RECEIVED_RESPONSE_BODY]
         }
-    };
-    match received_is_kept {
-        true => vec![received],
-        false => vec![kept, received],
     }
 }

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 use super::abi::{self, EnvoyBuffer, EnvoyHttpHeader, FilterEnvoy, ModuleBuffer, ModuleHttpHeader};
-use super::body::body_views;
+use super::body::{body_size, body_views};
 use super::config::FilterConfig;
 use super::filter::Phase;
 use super::timers::{TimerSlot, now_millis};
@@ -44,7 +44,7 @@ impl NativeHost<'_> {
     /// Every byte of the body view, chunk by chunk.
     fn body_chunks(&self, body: Body) -> Vec<&[u8]> {
         let mut chunks = Vec::new();
-        for kind in body_views(self.envoy, body, self.phase) {
+        for &kind in body_views(self.envoy, body, self.phase) {
             // SAFETY: inside this callback; the vector is sized as Envoy says.
             unsafe {
                 let count =
@@ -189,14 +189,14 @@ impl Host for NativeHost<'_> {
         // Envoy can drain a buffer's front and append to its end: the
         // prefix is drained, the new one appended, and what followed the
         // prefix rotated behind it, a piece at a time.
-        let total: usize = self.body_chunks(body).iter().map(|c| c.len()).sum();
+        let total = body_size(self.envoy, body, self.phase);
         self.drain_body(body, len);
         self.append_body(body, with);
         crate::bridge::rotate_body(self, body, total.saturating_sub(len));
     }
 
     fn drain_body(&mut self, body: Body, mut len: usize) {
-        for kind in body_views(self.envoy, body, self.phase) {
+        for &kind in body_views(self.envoy, body, self.phase) {
             if len == 0 {
                 break;
             }
