@@ -504,7 +504,7 @@ struct FrameReader {
 
 /// What one chunk of a body became.
 struct Read {
-    /// The bytes to forward, or `None` when the chunk passes unchanged.
+    /// The decoded bytes to forward (text), or `None` (binary: unchanged).
     forward: Option<Vec<u8>>,
     /// The trailer frame, if it completed in this chunk: (compressed, block).
     trailers: Option<(bool, Bytes)>,
@@ -530,8 +530,10 @@ impl FrameReader {
         self.text.is_some()
     }
 
-    /// Reads one chunk; with `end_of_stream`, also checks that nothing is
-    /// left half-read. An empty last chunk is how a trailers callback ends it.
+    /// Reads one chunk of a grpc-web-text body, decoded and rewritten whole;
+    /// with `end_of_stream`, also checks that nothing is left half-read. A
+    /// binary body is scanned in place ([`scan_binary`]) and comes here only
+    /// to end: an empty last chunk is how a trailers callback ends a body.
     fn read(&mut self, chunk: Bytes, end_of_stream: bool) -> Result<Read, ErrorKind> {
         let received = chunk.len();
         let binary = match &mut self.text {
@@ -562,7 +564,7 @@ impl FrameReader {
                 }
             }
         }
-        let forward = (self.text.is_some() || forwarded != received).then(|| {
+        let forward = self.text.is_some().then(|| {
             let mut forward = Vec::with_capacity(forwarded);
             for piece in pieces.iter() {
                 if let Piece::Message(bytes) = piece {
