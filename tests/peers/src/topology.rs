@@ -406,10 +406,16 @@ fn local_nginx_config(hop: &Service, ports: &HashMap<u16, u16>) -> Result<String
 
 /// Resident memory of a process, in KiB (0 if it is gone).
 pub fn rss_kib(pid: u32) -> u64 {
+    status_kib(pid, "VmRSS")
+}
+
+/// A memory field of a process's `/proc/PID/status` (`VmRSS`, `VmHWM`),
+/// in KiB (0 if it is gone).
+pub fn status_kib(pid: u32, field: &str) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .unwrap_or_default()
         .lines()
-        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .find_map(|line| line.strip_prefix(field)?.strip_prefix(':'))
         .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok())
         .unwrap_or(0)
 }

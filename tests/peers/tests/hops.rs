@@ -195,20 +195,7 @@ async fn stream_arrives_spaced(target: String) -> Result<()> {
 /// deadline: the client gets the message, then the deadline in time.
 async fn deadline_passing_mid_stream(target: String) -> Result<()> {
     let mut client = TestServiceClient::new(channel(&target).await?);
-    let mut request = tonic::Request::new(StreamingOutputCallRequest {
-        response_parameters: vec![
-            ResponseParameters {
-                size: 10,
-                ..Default::default()
-            },
-            ResponseParameters {
-                size: 10,
-                interval_us: 3_000_000,
-                compressed: None,
-            },
-        ],
-        ..Default::default()
-    });
+    let mut request = tonic::Request::new(two_messages(3_000_000));
     request.set_timeout(Duration::from_millis(500));
     let started = Instant::now();
     let mut stream = client.streaming_output_call(request).await?.into_inner();
@@ -230,6 +217,20 @@ async fn deadline_passing_mid_stream(target: String) -> Result<()> {
     Ok(())
 }
 
+/// A server stream of two 10-byte messages, the second `second_after_us`
+/// after the first.
+fn two_messages(second_after_us: i32) -> StreamingOutputCallRequest {
+    let message = |interval_us| ResponseParameters {
+        size: 10,
+        interval_us,
+        compressed: None,
+    };
+    StreamingOutputCallRequest {
+        response_parameters: vec![message(0), message(second_after_us)],
+        ..Default::default()
+    }
+}
+
 /// A server stream whose second message comes `HOPS_IDLE_S` after the
 /// first: the idle time a hop allows a call (a channel without the
 /// harness's 30 s per-call timeout).
@@ -238,20 +239,7 @@ async fn stream_idle_between_messages(target: String) -> Result<()> {
         .connect()
         .await?;
     let mut client = TestServiceClient::new(channel);
-    let request = StreamingOutputCallRequest {
-        response_parameters: vec![
-            ResponseParameters {
-                size: 10,
-                ..Default::default()
-            },
-            ResponseParameters {
-                size: 10,
-                interval_us: (idle_seconds() * 1_000_000) as i32,
-                compressed: None,
-            },
-        ],
-        ..Default::default()
-    };
+    let request = two_messages((idle_seconds() * 1_000_000) as i32);
     let mut stream = client.streaming_output_call(request).await?.into_inner();
     ensure!(stream.message().await?.is_some(), "no first message");
     ensure!(

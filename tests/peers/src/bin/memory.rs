@@ -91,15 +91,6 @@ struct Chain {
     web: bool,
 }
 
-fn vm_hwm_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find_map(|line| line.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok())
-        .unwrap_or(0)
-}
-
 /// One call of `load`, read to its end; checks the status and the size,
 /// and keeps none of the body.
 async fn call(target: SocketAddr, web: bool, load: Load) -> Result<()> {
@@ -186,7 +177,7 @@ fn round(
         .iter()
         .zip(before)
         .map(|((name, pid), before)| {
-            let grown = vm_hwm_kib(*pid).saturating_sub(before);
+            let grown = topology::status_kib(*pid, "VmHWM").saturating_sub(before);
             (name.clone(), grown as f64 / 1024.0)
         })
         .collect())

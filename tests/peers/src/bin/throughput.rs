@@ -103,11 +103,7 @@ const TEXT_SIZES: [(usize, &str); 4] = [
 /// Raises the module's frame limit (4 MiB by default) above the largest
 /// text-mode reply.
 fn allow_8_mib_frames(config: &mut Value) -> Result<()> {
-    let value = plugin_configuration(config)?;
-    let mut plugin: Value = serde_json::from_str(value.as_str().context("no plugin config")?)?;
-    plugin["max_frame_bytes"] = Value::from(16u32 << 20);
-    *value = Value::from(plugin.to_string());
-    Ok(())
+    topology::set_plugin_field(config, "max_frame_bytes", &Value::from(16u32 << 20))
 }
 
 /// A unary request asking for a `size`-byte reply.
