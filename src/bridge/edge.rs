@@ -262,7 +262,7 @@ impl StreamBridge for Edge {
             _ => b"application/grpc-web",
         };
         host.set_header(Map::RequestHeaders, "content-type", hop);
-        host.set_header(Map::RequestHeaders, "accept", hop);
+        put(host, Map::RequestHeaders, &request, "accept", hop);
         if content_type.subtype.is_some() {
             let native = content_type.render();
             host.set_header(Map::RequestHeaders, carried, native.as_bytes());
@@ -270,7 +270,9 @@ impl StreamBridge for Edge {
         }
         remove_if_present(host, Map::RequestHeaders, &request, "te");
         remove_if_present(host, Map::RequestHeaders, &request, "content-length");
-        host.set_header(
+        // Removed above if the client sent one: added, not set (a set
+        // costs Envoy a lookup and removal first).
+        host.add_header(
             Map::RequestHeaders,
             &self.config.marker.header,
             marker.as_bytes(),
@@ -517,6 +519,14 @@ impl WebBody {
 
 /// Removes `name` from `map` if the map as read (`fields`) has it: each
 /// change to a header map is a hostcall.
+/// Sets `name` if `fields` has it, else adds it: adding costs Envoy less.
+fn put(host: &mut dyn Host, map: Map, fields: &HeaderPairs, name: &str, value: &[u8]) {
+    match fields.get(name) {
+        Some(_) => host.set_header(map, name, value),
+        None => host.add_header(map, name, value),
+    }
+}
+
 fn remove_if_present(host: &mut dyn Host, map: Map, fields: &HeaderPairs, name: &str) {
     if fields.get(name).is_some() {
         host.remove_header(map, name);

@@ -41,28 +41,40 @@ impl NativeHost<'_> {
             .then(|| self.held_trailers.borrow_mut())
     }
 
-    /// Every byte of the body view, chunk by chunk.
-    fn body_chunks(&self, body: Body) -> Vec<&[u8]> {
-        let mut chunks = Vec::new();
+    /// Calls `visit` on every chunk of the body view, in order, until it
+    /// returns false. Up to `STACK_CHUNKS` chunks a buffer (the usual case)
+    /// are listed on the stack: no allocation per read.
+    fn visit_chunks(&self, body: Body, mut visit: impl FnMut(&[u8]) -> bool) {
+        const STACK_CHUNKS: usize = 16;
         for &kind in body_views(self.envoy, body, self.phase) {
-            // SAFETY: inside this callback; the vector is sized as Envoy says.
+            // SAFETY: inside this callback; the list is sized as Envoy says.
             unsafe {
                 let count =
                     abi::envoy_dynamic_module_callback_http_get_body_chunks_size(self.envoy, kind);
-                if count == 0 {
-                    continue;
-                }
-                let mut buffers = vec![EnvoyBuffer::EMPTY; count];
-                if abi::envoy_dynamic_module_callback_http_get_body_chunks(
+                let mut on_stack = [EnvoyBuffer::EMPTY; STACK_CHUNKS];
+                let mut on_heap = Vec::new();
+                let buffers = match count {
+                    0 => continue,
+                    1..=STACK_CHUNKS => &mut on_stack[..count],
+                    _ => {
+                        on_heap.resize(count, EnvoyBuffer::EMPTY);
+                        &mut on_heap[..]
+                    }
+                };
+                if !abi::envoy_dynamic_module_callback_http_get_body_chunks(
                     self.envoy,
                     kind,
                     buffers.as_mut_ptr(),
                 ) {
-                    chunks.extend(buffers.iter().map(|b| b.as_slice()));
+                    continue;
+                }
+                for buffer in buffers.iter() {
+                    if !visit(buffer.as_slice()) {
+                        return;
+                    }
                 }
             }
         }
-        chunks
     }
 }
 
@@ -76,19 +88,28 @@ impl Host for NativeHost<'_> {
                     .map(|(name, value)| (name.as_bytes(), &value[..])),
             );
         }
+        // Up to this many fields are listed on the stack (the usual map).
+        const STACK_FIELDS: usize = 32;
         let kind = header_type(map);
-        // SAFETY: inside this callback; the vector is sized as Envoy says,
+        // SAFETY: inside this callback; the list is sized as Envoy says,
         // and the fields are copied before it returns.
         unsafe {
             let count = abi::envoy_dynamic_module_callback_http_get_headers_size(self.envoy, kind);
-            let mut fields = vec![EnvoyHttpHeader::EMPTY; count];
-            if count == 0
-                || !abi::envoy_dynamic_module_callback_http_get_headers(
-                    self.envoy,
-                    kind,
-                    fields.as_mut_ptr(),
-                )
-            {
+            let mut on_stack = [EnvoyHttpHeader::EMPTY; STACK_FIELDS];
+            let mut on_heap = Vec::new();
+            let fields = match count {
+                0 => return HeaderPairs::default(),
+                1..=STACK_FIELDS => &mut on_stack[..count],
+                _ => {
+                    on_heap.resize(count, EnvoyHttpHeader::EMPTY);
+                    &mut on_heap[..]
+                }
+            };
+            if !abi::envoy_dynamic_module_callback_http_get_headers(
+                self.envoy,
+                kind,
+                fields.as_mut_ptr(),
+            ) {
                 return HeaderPairs::default();
             }
             HeaderPairs::from_pairs(fields.iter().map(|f| (f.key(), f.value())))
@@ -172,16 +193,14 @@ impl Host for NativeHost<'_> {
     fn body(&self, body: Body, start: usize, len: usize) -> Bytes {
         let mut out = Vec::with_capacity(len);
         let mut at = 0;
-        for chunk in self.body_chunks(body) {
+        self.visit_chunks(body, |chunk| {
             let (from, to) = (start.max(at), (start + len).min(at + chunk.len()));
             if from < to {
                 out.extend_from_slice(&chunk[from - at..to - at]);
             }
             at += chunk.len();
-            if at >= start + len {
-                break;
-            }
-        }
+            at < start + len
+        });
         Bytes::from(out)
     }
 

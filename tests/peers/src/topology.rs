@@ -452,14 +452,19 @@ pub fn spawn(command: &mut Command, log: &Path) -> Result<Child> {
 }
 
 pub fn wait_for<F: FnMut() -> bool>(what: &str, mut ready: F) -> Result<()> {
-    let deadline = Instant::now() + Duration::from_secs(30);
+    // Envoys under valgrind (the cost bench) start some 50 times slower.
+    let seconds = match std::env::var_os("BRIDGE_ENVOY_CALLGRIND") {
+        Some(_) => 300,
+        None => 30,
+    };
+    let deadline = Instant::now() + Duration::from_secs(seconds);
     while Instant::now() < deadline {
         if ready() {
             return Ok(());
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-    bail!("{what} did not become ready in 30 s")
+    bail!("{what} did not become ready in {seconds} s")
 }
 
 /// Whether Envoy's admin `/ready` answers 200.
@@ -706,7 +711,24 @@ impl Topology {
         std::fs::write(&path, serde_json::to_vec_pretty(&config)?)?;
         // Benchmarks run each Envoy on one worker (BRIDGE_ENVOY_WORKERS).
         let workers = std::env::var("BRIDGE_ENVOY_WORKERS").unwrap_or_else(|_| "2".into());
-        let mut command = pinned(&envoy_binary());
+        let mut command = match std::env::var_os("BRIDGE_ENVOY_CALLGRIND") {
+            // The cost bench counts each Envoy's instructions (valgrind's
+            // callgrind, counters zeroed and dumped by callgrind_control).
+            Some(_) => {
+                let mut valgrind = pinned(Path::new("valgrind"));
+                valgrind
+                    .arg("--tool=callgrind")
+                    .arg(format!(
+                        "--callgrind-out-file={}",
+                        self.dir
+                            .join(format!("{}.callgrind", service.name))
+                            .display()
+                    ))
+                    .arg(envoy_binary());
+                valgrind
+            }
+            None => pinned(&envoy_binary()),
+        };
         command.env(
             "ENVOY_DYNAMIC_MODULES_SEARCH_PATH",
             self.native_dir.clone().unwrap_or_else(native_module_dir),
