@@ -409,17 +409,24 @@ impl StreamBridge for Origin {
         let Response::Streaming(upstream) = &mut self.response else {
             return Action::Continue;
         };
-        let (fields, changed) = match upstream.unfinished() {
+        let (fields, read) = match upstream.unfinished() {
             Some(error) => {
                 upstream.drop_unfinished(host);
                 report(host, &error);
-                (error_fields(&error), true)
+                (error_fields(&error), None)
             }
-            None => (host.headers(Map::ResponseTrailers).to_metadata(), false),
+            None => {
+                let read = host.headers(Map::ResponseTrailers);
+                (read.to_metadata(), Some(read))
+            }
         };
-        let before = (!changed).then(|| fields.clone());
         let settled = self.settle(host, fields);
-        if before.as_ref() != Some(&settled) {
+        // The server's trailers are written back only if settling changed them.
+        let unchanged = read.is_some_and(|read| {
+            read.iter()
+                .eq(settled.iter().map(|(name, value)| (name.as_bytes(), value)))
+        });
+        if !unchanged {
             host.set_headers(Map::ResponseTrailers, &settled);
         }
         Action::Continue

@@ -64,21 +64,23 @@ impl ContentType {
         if essence.len() < FAMILY.len() || !essence[..FAMILY.len()].eq_ignore_ascii_case(FAMILY) {
             return Claim::Other;
         }
-        let Ok(essence) = std::str::from_utf8(essence) else {
-            return Claim::Malformed;
-        };
         if !is_parameter_list(parameters) {
             return Claim::Malformed;
         }
-        let essence = essence.to_ascii_lowercase();
-        let (base, subtype) = match essence.split_once('+') {
-            Some((_, subtype)) if !is_token(subtype) => return Claim::Malformed,
-            Some((base, subtype)) => (base, Some(subtype.to_string())),
-            None => (essence.as_str(), None),
+        // Compared in place: only a subtype is copied (every call reads one).
+        let (base, subtype) = match essence.iter().position(|&b| b == b'+') {
+            Some(at) => (&essence[..at], Some(&essence[at + 1..])),
+            None => (essence, None),
+        };
+        let subtype = match subtype {
+            Some(subtype) if !is_token(subtype) => return Claim::Malformed,
+            // A token is ASCII.
+            Some(subtype) => Some(String::from_utf8_lossy(subtype).to_ascii_lowercase()),
+            None => None,
         };
         match [Protocol::Grpc, Protocol::GrpcWeb, Protocol::GrpcWebText]
             .into_iter()
-            .find(|p| p.media_type() == base)
+            .find(|p| p.media_type().as_bytes().eq_ignore_ascii_case(base))
         {
             Some(protocol) => Claim::Grpc(Self { protocol, subtype }),
             None => Claim::Malformed,
@@ -112,8 +114,8 @@ impl ContentType {
 
 /// A codec subtype: an HTTP token (RFC 9110 `tchar`s) without `+`, which
 /// would start another suffix.
-fn is_token(s: &str) -> bool {
-    !s.is_empty() && s.bytes().all(|b| is_tchar(b) && b != b'+')
+fn is_token(s: &[u8]) -> bool {
+    !s.is_empty() && s.iter().all(|&b| is_tchar(b) && b != b'+')
 }
 
 fn is_tchar(b: u8) -> bool {
