@@ -136,12 +136,15 @@ demo: build-wasm setup-demo
 
 ## Latency, then throughput and CPU per request against plain Envoys, a
 ## no-op Wasm filter and Envoy's gRPC-web filter, then peak memory with
-## large messages in flight (results: docs/benchmarks.md).
+## large messages in flight, then instructions per call under callgrind
+## (results: docs/benchmarks.md).
 bench: build setup-e2e
 	cargo build -q -p noop-filter --profile wasm --target wasm32-wasip1
 	cargo run -q -p bridge-peers --release --bin bench
 	cargo run -q -p bridge-peers --release --bin throughput
 	cargo run -q -p bridge-peers --release --bin memory
+	@scripts/install-debian-tools.sh valgrind
+	cargo run -q -p bridge-peers --release --bin cost
 
 ## Codec throughput and a unary call through each state machine
 ## (criterion), natively and as wasm32 in V8.

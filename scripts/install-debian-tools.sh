@@ -5,16 +5,17 @@
 # docker-registry and skopeo (the OCI registry round trip), chromium (the
 # browser clients, driven by playwright-core), and the intermediaries of
 # the hop matrix (docs/hops.md): HAProxy, Apache httpd with ModSecurity and
-# the OWASP CRS, Squid, Varnish, Caddy.
+# the OWASP CRS, Squid, Varnish, Caddy; valgrind only when named (the
+# instruction counts of make bench).
 # Package services are kept from starting: tests run their own.
 #
-#   scripts/install-debian-tools.sh          all of them (make test)
+#   scripts/install-debian-tools.sh          all but valgrind (make test)
 #   scripts/install-debian-tools.sh nginx    only these commands (make demo)
 source "$(dirname "$0")/common.sh"
 
 declare -A package=([nginx]=nginx-light [docker-compose]=docker-compose [docker-registry]=docker-registry [skopeo]=skopeo [chromium]=chromium
   [haproxy]=haproxy [apache2]=apache2 [squid]=squid [varnishd]=varnish [caddy]=caddy
-  [modsecurity]="libapache2-mod-security2 modsecurity-crs")
+  [modsecurity]="libapache2-mod-security2 modsecurity-crs" [valgrind]=valgrind)
 # What shows a package is there: its command, or for a module its file.
 present() {
   case "$1" in

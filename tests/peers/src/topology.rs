@@ -58,6 +58,12 @@ pub fn wasm_module() -> PathBuf {
     repo_root().join("dist/grpc_web_bridge.wasm")
 }
 
+/// The project's no-op Wasm filter (`make bench` builds it): the
+/// benchmarks' reference for what any Wasm filter costs.
+pub fn noop_module() -> PathBuf {
+    repo_root().join("target/wasm32-wasip1/wasm/noop_filter.wasm")
+}
+
 /// The native build `make build` puts in dist/native/; a topology started
 /// with it loads it as an Envoy dynamic module, whatever BRIDGE_BUILD says.
 pub fn native_module() -> PathBuf {
@@ -717,7 +723,8 @@ impl Topology {
             Some(_) => {
                 let mut valgrind = pinned(Path::new("valgrind"));
                 valgrind
-                    .arg("--tool=callgrind")
+                    // V8 writes the code it runs: callgrind must see it change.
+                    .args(["--tool=callgrind", "--smc-check=all-non-file"])
                     .arg(format!(
                         "--callgrind-out-file={}",
                         self.dir

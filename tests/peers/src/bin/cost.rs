@@ -8,8 +8,9 @@
 //!
 //! Each chain runs edge → origin over HTTP/2 in front of the interop
 //! server, each Envoy on one worker under callgrind. After warm-up calls
-//! the counters are zeroed, COST_CALLS calls run (4 in flight), and the
-//! counters are dumped.
+//! the counters are zeroed, COST_CALLS small unary calls run (4 in
+//! flight), and the counters are dumped; then the same for 1 MiB unary
+//! calls and 64 × 64 KiB server streams (a tenth as many), per MiB.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -17,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
 use bridge_peers::proto::test_service_client::TestServiceClient;
-use bridge_peers::proto::{Payload, SimpleRequest};
+use bridge_peers::proto::{Payload, ResponseParameters, SimpleRequest, StreamingOutputCallRequest};
 use bridge_peers::topology::{self, Hop, Topology, Upstream, remove_bridge};
 use serde_json::Value;
 
@@ -40,27 +41,68 @@ fn is_edge(config: &Value) -> bool {
         .is_some_and(|clusters| clusters.iter().any(|c| c["name"] == "hop"))
 }
 
-/// `calls` unary calls of 64 bytes each way, `IN_FLIGHT` at a time.
-async fn unary_calls(target: &str, calls: u64) -> Result<()> {
+/// What each counted call does.
+#[derive(Clone, Copy)]
+enum Work {
+    /// A unary call of this many bytes each way.
+    Unary(usize),
+    /// A server stream of 64 messages of 64 KiB.
+    Stream,
+}
+
+impl Work {
+    /// Calls counted: enough that the chain's idle work is noise.
+    fn calls(self) -> u64 {
+        match self {
+            Work::Unary(size) if size <= 1024 => calls(),
+            _ => calls() / 10,
+        }
+    }
+}
+
+/// `calls` calls of `work`, `IN_FLIGHT` at a time, each checked whole.
+async fn run_calls(target: &str, work: Work, calls: u64) -> Result<()> {
     let channel = bridge_peers::interop_client::channel(target).await?;
     let mut callers = Vec::new();
     for _ in 0..IN_FLIGHT {
-        let mut client = TestServiceClient::new(channel.clone());
+        let mut client = TestServiceClient::new(channel.clone())
+            .max_decoding_message_size(8 << 20)
+            .max_encoding_message_size(8 << 20);
         callers.push(tokio::spawn(async move {
             for _ in 0..calls / IN_FLIGHT {
-                let request = SimpleRequest {
-                    response_size: 64,
-                    payload: Some(Payload {
-                        r#type: 0,
-                        body: vec![0; 64],
-                    }),
-                    ..Default::default()
+                let received = match work {
+                    Work::Unary(size) => {
+                        let request = SimpleRequest {
+                            response_size: size as i32,
+                            payload: Some(Payload {
+                                r#type: 0,
+                                body: vec![0; size],
+                            }),
+                            ..Default::default()
+                        };
+                        let reply = client.unary_call(request).await?.into_inner();
+                        ensure!(reply.payload.map(|p| p.body.len()) == Some(size));
+                        size
+                    }
+                    Work::Stream => {
+                        let request = StreamingOutputCallRequest {
+                            response_parameters: (0..64)
+                                .map(|_| ResponseParameters {
+                                    size: 64 << 10,
+                                    ..Default::default()
+                                })
+                                .collect(),
+                            ..Default::default()
+                        };
+                        let mut stream = client.streaming_output_call(request).await?.into_inner();
+                        let mut received = 0;
+                        while let Some(reply) = stream.message().await? {
+                            received += reply.payload.map_or(0, |p| p.body.len());
+                        }
+                        received
+                    }
                 };
-                let reply = client.unary_call(request).await?.into_inner();
-                ensure!(
-                    reply.payload.map(|p| p.body.len()) == Some(64),
-                    "wrong reply size"
-                );
+                ensure!(received > 0, "an empty reply");
             }
             Ok(())
         }));
@@ -83,8 +125,8 @@ fn callgrind_control(option: &str, pid: u32) -> Result<()> {
     Ok(())
 }
 
-/// The `totals:` of the newest dump callgrind wrote for `name`.
-fn dumped_total(dir: &Path, name: &str) -> Result<u64> {
+/// The newest dump callgrind wrote for `name`, and its `totals:`.
+fn dumped(dir: &Path, name: &str) -> Result<(PathBuf, u64)> {
     let prefix = format!("{name}.callgrind.");
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
@@ -97,14 +139,14 @@ fn dumped_total(dir: &Path, name: &str) -> Result<u64> {
             })
             .collect();
         dumps.sort();
-        if let Some(dump) = dumps.last() {
-            let text = std::fs::read_to_string(dump)?;
+        if let Some(dump) = dumps.pop() {
+            let text = std::fs::read_to_string(&dump)?;
             let total = text
                 .lines()
                 .find_map(|line| line.strip_prefix("totals:"))
                 .and_then(|v| v.trim().parse().ok());
             if let Some(total) = total {
-                return Ok(total);
+                return Ok((dump, total));
             }
         }
         if Instant::now() > deadline {
@@ -114,23 +156,59 @@ fn dumped_total(dir: &Path, name: &str) -> Result<u64> {
     }
 }
 
-/// Instructions per call of each Envoy of `topology`: (edge, origin).
-fn measure(runtime: &tokio::runtime::Runtime, topology: &Topology) -> Result<(f64, f64)> {
+/// One Envoy's count: instructions per call, and its dump.
+struct Count {
+    per_call: f64,
+    dump: PathBuf,
+}
+
+/// Counts each Envoy of `topology` over `work.calls()` calls: (edge, origin).
+fn measure(
+    runtime: &tokio::runtime::Runtime,
+    topology: &Topology,
+    work: Work,
+) -> Result<(Count, Count)> {
     let target = format!("http://{}", topology.edge);
-    runtime.block_on(unary_calls(&target, WARM_UP))?;
+    runtime.block_on(run_calls(&target, work, WARM_UP.min(work.calls())))?;
     let pids = topology.pids();
     for (_, pid) in &pids {
         callgrind_control("-z", *pid)?;
     }
-    let calls = calls();
-    runtime.block_on(unary_calls(&target, calls))?;
+    let calls = work.calls();
+    runtime.block_on(run_calls(&target, work, calls))?;
     for (_, pid) in &pids {
         callgrind_control("-d", *pid)?;
     }
-    let per_call = |name: &str| -> Result<f64> {
-        Ok(dumped_total(&topology.dir, name)? as f64 / calls as f64)
+    let count = |name: &str| -> Result<Count> {
+        let (dump, total) = dumped(&topology.dir, name)?;
+        Ok(Count {
+            per_call: total as f64 / calls as f64,
+            dump,
+        })
     };
-    Ok((per_call("edge")?, per_call("origin")?))
+    Ok((count("edge")?, count("origin")?))
+}
+
+/// Instructions per call under each of the native module's stream hooks
+/// (Envoy's work in the callbacks they make included), from a dump of
+/// `calls` calls.
+fn native_hooks(dump: &Path, calls: u64) -> Result<Vec<(String, f64)>> {
+    let output = Command::new("callgrind_annotate")
+        .args(["--inclusive=yes", "--threshold=100"])
+        .arg(dump)
+        .output()
+        .context("running callgrind_annotate (valgrind)")?;
+    let text = String::from_utf8_lossy(&output.stdout);
+    Ok(text
+        .lines()
+        .filter_map(|line| {
+            let (count, rest) = line.trim().split_once(' ')?;
+            let hook = rest.split("envoy_dynamic_module_on_http_filter_").nth(1)?;
+            let hook = hook.split_whitespace().next()?.to_string();
+            let count: f64 = count.replace(',', "").parse().ok()?;
+            Some((hook, count / calls as f64))
+        })
+        .collect())
 }
 
 fn main() -> Result<()> {
@@ -142,11 +220,14 @@ fn main() -> Result<()> {
     let runtime = tokio::runtime::Runtime::new()?;
     let server = bridge_peers::harness::interop_server(&runtime)?;
     let native = topology::native_module();
-    ensure!(
-        native.exists(),
-        "{} is missing: run make build",
-        native.display()
-    );
+    let noop = topology::noop_module();
+    for module in [&native, &noop] {
+        ensure!(
+            module.exists(),
+            "{} is missing: run make bench",
+            module.display()
+        );
+    }
     let start = |module: &Path, origin_module: bool| -> Result<Topology> {
         Topology::start_edited(
             Hop::DirectHttp2,
@@ -159,55 +240,123 @@ fn main() -> Result<()> {
             },
         )
     };
-    let plain = Topology::start(Hop::PlainHttp2, Upstream::Server(server))?;
-    let bridge = start(&native, true)?;
-    let no_origin_module = start(&native, false)?;
+    // Started together: under valgrind each Envoy takes about a minute.
+    let chains = [
+        (
+            "two Envoys, router only",
+            Topology::start(Hop::PlainHttp2, Upstream::Server(server))?,
+        ),
+        ("two Envoys, no-op Wasm filter", start(&noop, true)?),
+        ("bridge, Wasm build", start(&topology::wasm_module(), true)?),
+        ("bridge, native build", start(&native, true)?),
+        (
+            "native edge → origin without the module (gated gRPC-web filter alone)",
+            start(&native, false)?,
+        ),
+    ];
     println!(
-        "Instructions per small unary call (callgrind; {} calls, {IN_FLIGHT} in flight, edge → origin over HTTP/2):",
+        "Instructions per small unary call (callgrind; {} calls, {IN_FLIGHT} in flight, edge → origin over HTTP/2, 64-byte messages):",
         calls()
     );
     println!();
     println!("| chain | edge | origin |");
     println!("|---|---:|---:|");
-    let mut rows = Vec::new();
-    for (name, topology) in [
-        ("two Envoys, router only", &plain),
-        ("bridge, native build", &bridge),
-        (
-            "native edge → origin without the module (gated gRPC-web filter alone)",
-            &no_origin_module,
-        ),
-    ] {
-        let (edge, origin) = measure(&runtime, topology)?;
-        println!("| {name} | {edge:.0} | {origin:.0} |");
-        rows.push((edge, origin));
+    let mut counts = Vec::new();
+    for (name, topology) in &chains {
+        let (edge, origin) = measure(&runtime, topology, Work::Unary(64))?;
+        println!("| {name} | {:.0} | {:.0} |", edge.per_call, origin.per_call);
+        counts.push((edge, origin));
     }
-    let [
-        (plain_edge, plain_origin),
-        (edge, origin),
-        (_, gated_origin),
-    ] = rows[..]
-    else {
-        bail!("three chains measured");
-    };
+    let per_call = |row: usize| (counts[row].0.per_call, counts[row].1.per_call);
+    let ((plain_edge, plain_origin), (noop_edge, noop_origin)) = (per_call(0), per_call(1));
+    let ((wasm_edge, wasm_origin), (edge, origin)) = (per_call(2), per_call(3));
+    let (_, gated_origin) = per_call(4);
     println!();
     println!("| measure | this run | target |");
     println!("|---|---:|---|");
-    println!(
-        "| edge: native edge / router-only edge | {:.2} | ≤ 1.15 |",
-        edge / plain_edge
+    let row = |measure: &str, value: f64, target: &str| {
+        println!("| {measure} | {value:.2} | {target} |");
+    };
+    row(
+        "edge: native / router-only edge",
+        edge / plain_edge,
+        "≤ 1.15",
     );
-    println!(
-        "| origin: native origin / origin without the module | {:.2} | ≤ 1.10 |",
-        origin / gated_origin
+    row(
+        "origin: native / origin without the module",
+        origin / gated_origin,
+        "≤ 1.10",
     );
-    println!(
-        "| origin: native origin / router-only origin | {:.2} | — |",
-        origin / plain_origin
+    row(
+        "origin: native / router-only origin",
+        origin / plain_origin,
+        "—",
     );
-    println!(
-        "| both Envoys: router-only pair / native pair (calls per instruction) | {:.2} | ≥ 0.90 (as req/s) |",
-        (plain_edge + plain_origin) / (edge + origin)
+    row(
+        "both Envoys: router-only pair / native pair",
+        (plain_edge + plain_origin) / (edge + origin),
+        "≥ 0.90 (as req/s)",
     );
+    row(
+        "both Envoys: no-op Wasm pair / native pair",
+        (noop_edge + noop_origin) / (edge + origin),
+        "—",
+    );
+    row(
+        "both Envoys: Wasm pair / native pair",
+        (wasm_edge + wasm_origin) / (edge + origin),
+        "—",
+    );
+    println!();
+    println!(
+        "Where the native edge's and origin's instructions go, per call (each stream hook, Envoy's work in the callbacks it makes included):"
+    );
+    println!();
+    println!("| hook | edge | origin |");
+    println!("|---|---:|---:|");
+    let edge_hooks = native_hooks(&counts[3].0.dump, calls())?;
+    let origin_hooks = native_hooks(&counts[3].1.dump, calls())?;
+    for (hook, edge) in &edge_hooks {
+        let origin = origin_hooks
+            .iter()
+            .find(|(h, _)| h == hook)
+            .map_or(0.0, |(_, n)| *n);
+        println!("| {hook} | {edge:.0} | {origin:.0} |");
+    }
+    for (hook, origin) in origin_hooks
+        .iter()
+        .filter(|(h, _)| !edge_hooks.iter().any(|(e, _)| e == h))
+    {
+        println!("| {hook} | 0 | {origin:.0} |");
+    }
+    println!();
+    println!(
+        "Large messages: instructions per MiB carried, both Envoys together ({} calls a row, {IN_FLIGHT} in flight):",
+        Work::Stream.calls()
+    );
+    println!();
+    println!(
+        "| work | router-only pair | no-op Wasm pair | native pair | Wasm pair | router-only / native | router-only / Wasm |"
+    );
+    println!("|---|---:|---:|---:|---:|---:|---:|");
+    for (label, work, mib) in [
+        ("1 MiB unary (1 MiB each way)", Work::Unary(1 << 20), 2.0),
+        ("server stream, 64 × 64 KiB", Work::Stream, 4.0),
+    ] {
+        let mut pairs = Vec::new();
+        for (_, topology) in &chains[..4] {
+            let (edge, origin) = measure(&runtime, topology, work)?;
+            pairs.push((edge.per_call + origin.per_call) / mib);
+        }
+        println!(
+            "| {label} | {:.0} | {:.0} | {:.0} | {:.0} | {:.2} | {:.2} |",
+            pairs[0],
+            pairs[1],
+            pairs[3],
+            pairs[2],
+            pairs[0] / pairs[3],
+            pairs[0] / pairs[2]
+        );
+    }
     Ok(())
 }

@@ -309,10 +309,6 @@ async fn load(
 /// The origin's accepted connections (its HTTP connection manager's stat).
 const ORIGIN_CONNECTIONS: &str = "http.origin.downstream_cx_total";
 
-fn noop_module() -> PathBuf {
-    topology::repo_root().join("target/wasm32-wasip1/wasm/noop_filter.wasm")
-}
-
 /// The HTTP filters of an origin config (one listener, one filter chain).
 fn http_filters(config: &mut Value) -> Result<&mut Vec<Value>> {
     config
@@ -594,8 +590,11 @@ fn native_targets(
 }
 
 fn main() -> Result<()> {
-    if !noop_module().exists() {
-        bail!("{} is missing: run make bench", noop_module().display());
+    if !topology::noop_module().exists() {
+        bail!(
+            "{} is missing: run make bench",
+            topology::noop_module().display()
+        );
     }
     // SAFETY: set before any thread exists; read by the topology harness.
     unsafe {
@@ -665,12 +664,16 @@ fn main() -> Result<()> {
             Topology::start_with_module(
                 Hop::DirectHttp2,
                 Upstream::Server(server),
-                &noop_module(),
+                &topology::noop_module(),
             )?,
         ),
         (
             "two Envoys, no-op Wasm filter, through nginx",
-            Topology::start_with_module(Hop::Nginx, Upstream::Server(server), &noop_module())?,
+            Topology::start_with_module(
+                Hop::Nginx,
+                Upstream::Server(server),
+                &topology::noop_module(),
+            )?,
         ),
         (
             "bridge, edge → origin over HTTP/2",
@@ -721,14 +724,18 @@ fn main() -> Result<()> {
         ),
         (
             "two Envoys, no-op Wasm filter, through nginx",
-            Topology::start_with_module(Hop::Nginx, Upstream::Server(server), &noop_module())?,
+            Topology::start_with_module(
+                Hop::Nginx,
+                Upstream::Server(server),
+                &topology::noop_module(),
+            )?,
         ),
         (
             "two Envoys, no-op Wasm filter, through nginx with keepalive 32 (before)",
             Topology::start_with_nginx(
                 Hop::Nginx,
                 Upstream::Server(server),
-                &noop_module(),
+                &topology::noop_module(),
                 before,
             )?,
         ),
@@ -832,7 +839,7 @@ fn main() -> Result<()> {
         ),
         (
             "gRPC-web filter + no-op Wasm filter".into(),
-            origin(&noop_module(), ungate_grpc_web)?,
+            origin(&topology::noop_module(), ungate_grpc_web)?,
             false,
         ),
     ];
@@ -841,7 +848,7 @@ fn main() -> Result<()> {
         let calls = format!("{call} 20");
         origins.push((
             name,
-            Topology::start_origin_with("origin.yaml", server, &noop_module(), |c| {
+            Topology::start_origin_with("origin.yaml", server, &topology::noop_module(), |c| {
                 priced(c, &calls)
             })?,
             false,
@@ -854,7 +861,7 @@ fn main() -> Result<()> {
     ));
     origins.push((
         ORIGIN_FLOOR.into(),
-        origin(&noop_module(), |_| Ok(()))?,
+        origin(&topology::noop_module(), |_| Ok(()))?,
         true,
     ));
     origins.push((
