@@ -419,6 +419,12 @@ fn check_marker(
 /// frame prefixes and trailer frames need reading.
 const READ_WINDOW: usize = 64 * 1024;
 
+/// The first read at a frame whose size is not known yet, and after a
+/// skipped payload: enough for a prefix and a few small frames, while a
+/// full window would copy most of a large message's payload only to read
+/// its five-byte prefix.
+const PEEK_WINDOW: usize = 1024;
+
 /// What [`scan_binary`] found in a body buffer.
 #[derive(Default)]
 struct Scanned {
@@ -445,7 +451,7 @@ impl Scanned {
 
 /// Scans bytes `from..size` of a binary body with `scanner`: message
 /// payload is skipped by length, never read; the rest is read a window of
-/// at most [`READ_WINDOW`] at a time.
+/// at most [`READ_WINDOW`] at a time, the first after a skip a peek.
 fn scan_binary(
     host: &dyn Host,
     body: Body,
@@ -456,6 +462,7 @@ fn scan_binary(
 ) -> Result<Scanned, ErrorKind> {
     let mut scanned = Scanned::default();
     let mut at = from;
+    let mut want = PEEK_WINDOW;
     while at < size {
         let skipped = scanner.skip_payload(size - at);
         if skipped > 0 {
@@ -463,9 +470,13 @@ fn scan_binary(
             if scanner.at_frame_boundary() {
                 scanned.whole = Some(at);
             }
+            want = PEEK_WINDOW;
             continue;
         }
-        let window = host.body(body, at, (size - at).min(READ_WINDOW));
+        let window = host.body(body, at, (size - at).min(want));
+        // What the peek did not finish is small frames or a trailer
+        // frame: read on a full window at a time.
+        want = READ_WINDOW;
         if window.is_empty() {
             break;
         }
