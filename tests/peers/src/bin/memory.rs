@@ -3,9 +3,7 @@
 //! through the shipped nginx (docs/benchmarks.md, "Memory per call").
 //!
 //! The loads: unary calls answered with one large message, read as fast as
-//! the client can, and the same read at 4 MB/s each (every buffer on the
-//! way fills as far as flow control lets it, so the peak repeats from round
-//! to round); and a slow reader, server streams of 1 MiB messages read
+//! the client can; and a slow reader, server streams of 1 MiB messages read
 //! at 20 MB/s each, far slower than the server sends: with Envoy's flow
 //! control honoured, neither Envoy holds more of a stream than its buffer
 //! limits, whatever the stream's length.
@@ -41,11 +39,6 @@ const STREAM: &str = "/grpc.testing.TestService/StreamingOutputCall";
 enum Load {
     /// One reply of this many bytes, read as fast as the client can.
     Unary(usize),
-    /// One reply of this many bytes, read at this many bytes a second:
-    /// every Envoy buffer on the way fills to what flow control lets it
-    /// hold, so each round shows the same peak (the fast read's peak
-    /// depends on how the calls happen to interleave).
-    SlowUnary { size: usize, read_per_s: usize },
     /// A server stream of this many 1 MiB messages, read at this many bytes
     /// a second.
     SlowStream { messages: usize, read_per_s: usize },
@@ -54,14 +47,14 @@ enum Load {
 impl Load {
     fn path(self) -> &'static str {
         match self {
-            Load::Unary(_) | Load::SlowUnary { .. } => UNARY,
+            Load::Unary(_) => UNARY,
             Load::SlowStream { .. } => STREAM,
         }
     }
 
     fn request(self) -> Vec<u8> {
         let message = match self {
-            Load::Unary(size) | Load::SlowUnary { size, .. } => SimpleRequest {
+            Load::Unary(size) => SimpleRequest {
                 response_size: size as i32,
                 ..Default::default()
             }
@@ -83,7 +76,7 @@ impl Load {
     /// The reply's payload bytes, framing not counted.
     fn reply_bytes(self) -> usize {
         match self {
-            Load::Unary(size) | Load::SlowUnary { size, .. } => size,
+            Load::Unary(size) => size,
             Load::SlowStream { messages, .. } => messages * MIB,
         }
     }
@@ -128,7 +121,7 @@ async fn call(target: SocketAddr, web: bool, load: Load) -> Result<()> {
     while let Some(chunk) = body.data().await {
         let chunk = chunk?;
         received += chunk.len();
-        if let Load::SlowStream { read_per_s, .. } | Load::SlowUnary { read_per_s, .. } = load {
+        if let Load::SlowStream { read_per_s, .. } = load {
             // Read no faster than the rate: the window opens only as fast.
             let due = Duration::from_secs_f64(received as f64 / read_per_s as f64);
             if let Some(wait) = due.checked_sub(started.elapsed()) {
@@ -232,14 +225,6 @@ fn main() -> Result<()> {
     ];
     let loads = [
         (64, Load::Unary(4 * MIB), "64 × 4 MiB"),
-        (
-            64,
-            Load::SlowUnary {
-                size: 4 * MIB,
-                read_per_s: 4_000_000,
-            },
-            "64 × 4 MiB, each read at 4 MB/s",
-        ),
         (8, Load::Unary(64 * MIB - 16), "8 × 64 MiB"),
         (
             4,
