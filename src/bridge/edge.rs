@@ -21,9 +21,9 @@ use bytes::Bytes;
 use flate2::read::{GzDecoder, ZlibDecoder};
 
 use super::{
-    Action, Body, Deadline, FrameReader, Host, Map, ROTATE_PIECE, StreamBridge,
-    drop_failed_request, drop_request_chunk, error_fields, finish_trailers, finish_trailers_only,
-    make_marker, not_grpc, reply_error, report, scan_binary, shown, truncate_body,
+    Action, Body, Deadline, FrameReader, Host, Map, StreamBridge, drop_failed_request,
+    drop_request_chunk, error_fields, finish_trailers, finish_trailers_only, make_marker, not_grpc,
+    reply_error, report, scan_binary, shown,
 };
 use crate::abi::HeaderPairs;
 use crate::codec::{
@@ -444,8 +444,8 @@ impl WebBody {
     /// and its fields kept for the end of the response. Binary, message
     /// payload is skipped by length and the rest read a window at a time
     /// (scan_binary); the kept front of a chunk past a piece's size is
-    /// rotated, never copied into the module whole (truncate_body). Text is
-    /// decoded whole.
+    /// rotated, never copied into the module whole (`Scanned::truncate`).
+    /// Text is decoded whole.
     fn pass(
         &mut self,
         host: &mut dyn Host,
@@ -474,13 +474,8 @@ impl WebBody {
         if let Some((compressed, block)) = &scanned.trailers {
             self.frame_trailers = Some(self.read_trailers(*compressed, block)?);
         }
-        match scanned.trailers_at {
-            None => {}
-            Some(keep) if keep <= ROTATE_PIECE => {
-                let kept = scanned.bytes(host, Body::Response, 0, keep);
-                host.replace_body(Body::Response, size, &kept);
-            }
-            Some(keep) => truncate_body(host, Body::Response, size, keep),
+        if let Some(keep) = scanned.trailers_at {
+            scanned.truncate(host, Body::Response, size, keep);
         }
         Ok(())
     }

@@ -304,15 +304,6 @@ pub(crate) fn rotate_body(host: &mut dyn Host, body: Body, len: usize) {
     }
 }
 
-/// Cuts a body buffer of `size` bytes to its first `keep` (the edge cutting
-/// the trailer frame off the end of a chunk, which after a flow-control
-/// pause can be megabytes): the kept bytes are rotated to the end and the
-/// rest drained, instead of being copied into the module whole.
-fn truncate_body(host: &mut dyn Host, body: Body, size: usize, keep: usize) {
-    rotate_body(host, body, keep);
-    host.drain_body(body, size - keep);
-}
-
 /// Drops a request chunk of a failed request; its end still passes.
 fn drop_request_chunk(host: &mut dyn Host, size: usize) -> Action {
     if size > 0 {
@@ -445,6 +436,22 @@ impl Scanned {
         match from >= *start && to <= start + read.len() {
             true => read.slice(from - start..to - start),
             false => host.body(body, from, to - from),
+        }
+    }
+
+    /// Cuts the scanned buffer of `size` bytes to its first `keep` (the
+    /// edge cutting off the trailer frame, the origin carrying a frame's
+    /// front). Up to [`ROTATE_PIECE`] kept bytes are written back in one
+    /// rewrite; more (after a flow-control pause a chunk can be megabytes)
+    /// are rotated to the end and the rest drained, never copied into the
+    /// module whole.
+    fn truncate(&self, host: &mut dyn Host, body: Body, size: usize, keep: usize) {
+        if keep <= ROTATE_PIECE {
+            let kept = self.bytes(host, body, 0, keep);
+            host.replace_body(body, size, &kept);
+        } else {
+            rotate_body(host, body, keep);
+            host.drain_body(body, size - keep);
         }
     }
 }

@@ -34,9 +34,9 @@ use std::borrow::Cow;
 use std::rc::Rc;
 
 use super::{
-    Action, Body, Deadline, FrameReader, Host, Map, ROTATE_PIECE, StreamBridge, check_marker,
+    Action, Body, Deadline, FrameReader, Host, Map, StreamBridge, check_marker,
     drop_failed_request, drop_request_chunk, error_fields, finish_trailers, finish_trailers_only,
-    not_grpc, reply_error, report, scan_binary, shown, truncate_body,
+    not_grpc, reply_error, report, scan_binary, shown,
 };
 use crate::abi::HeaderPairs;
 use crate::codec::{
@@ -518,12 +518,7 @@ impl Upstream {
         // Whole frames, then the front of the next (under HELD_FRAME_BYTES):
         // the frames go, the front is carried.
         self.carried = scanned.bytes(host, Body::Response, whole, size).to_vec();
-        if whole <= ROTATE_PIECE {
-            let frames = scanned.bytes(host, Body::Response, 0, whole);
-            host.replace_body(Body::Response, size, &frames);
-        } else {
-            truncate_body(host, Body::Response, size, whole);
-        }
+        scanned.truncate(host, Body::Response, size, whole);
         self.held = 0;
         Action::Continue
     }
