@@ -42,39 +42,44 @@ impl NativeHost<'_> {
     }
 
     /// Calls `visit` on every chunk of the body view, in order, until it
-    /// returns false. Up to `STACK_CHUNKS` chunks a buffer (the usual case)
-    /// are listed on the stack: no allocation per read.
+    /// returns false.
     fn visit_chunks(&self, body: Body, mut visit: impl FnMut(&[u8]) -> bool) {
-        const STACK_CHUNKS: usize = 16;
         for &kind in body_views(self.envoy, body, self.phase) {
             // SAFETY: inside this callback; the list is sized as Envoy says.
-            unsafe {
-                let count =
-                    abi::envoy_dynamic_module_callback_http_get_body_chunks_size(self.envoy, kind);
-                let mut on_stack = [EnvoyBuffer::EMPTY; STACK_CHUNKS];
-                let mut on_heap = Vec::new();
-                let buffers = match count {
-                    0 => continue,
-                    1..=STACK_CHUNKS => &mut on_stack[..count],
-                    _ => {
-                        on_heap.resize(count, EnvoyBuffer::EMPTY);
-                        &mut on_heap[..]
-                    }
-                };
-                if !abi::envoy_dynamic_module_callback_http_get_body_chunks(
-                    self.envoy,
-                    kind,
-                    buffers.as_mut_ptr(),
-                ) {
-                    continue;
+            let count = unsafe {
+                abi::envoy_dynamic_module_callback_http_get_body_chunks_size(self.envoy, kind)
+            };
+            if count == 0 {
+                continue;
+            }
+            let stopped = with_list::<_, 16, _>(count, EnvoyBuffer::EMPTY, |buffers| {
+                // SAFETY: as above; the chunks stay valid while it lasts.
+                unsafe {
+                    abi::envoy_dynamic_module_callback_http_get_body_chunks(
+                        self.envoy,
+                        kind,
+                        buffers.as_mut_ptr(),
+                    ) && buffers.iter().any(|buffer| !visit(buffer.as_slice()))
                 }
-                for buffer in buffers.iter() {
-                    if !visit(buffer.as_slice()) {
-                        return;
-                    }
-                }
+            });
+            if stopped {
+                return;
             }
         }
+    }
+}
+
+/// Runs `fill` on a list of `count` entries for Envoy to fill in: on the
+/// stack up to `N` (the usual map or body), else on the heap, so that a
+/// read allocates nothing.
+fn with_list<T: Copy, const N: usize, R>(
+    count: usize,
+    empty: T,
+    fill: impl FnOnce(&mut [T]) -> R,
+) -> R {
+    match count <= N {
+        true => fill(&mut [empty; N][..count]),
+        false => fill(&mut vec![empty; count]),
     }
 }
 
@@ -88,32 +93,27 @@ impl Host for NativeHost<'_> {
                     .map(|(name, value)| (name.as_bytes(), &value[..])),
             );
         }
-        // Up to this many fields are listed on the stack (the usual map).
-        const STACK_FIELDS: usize = 32;
         let kind = header_type(map);
-        // SAFETY: inside this callback; the list is sized as Envoy says,
-        // and the fields are copied before it returns.
-        unsafe {
-            let count = abi::envoy_dynamic_module_callback_http_get_headers_size(self.envoy, kind);
-            let mut on_stack = [EnvoyHttpHeader::EMPTY; STACK_FIELDS];
-            let mut on_heap = Vec::new();
-            let fields = match count {
-                0 => return HeaderPairs::default(),
-                1..=STACK_FIELDS => &mut on_stack[..count],
-                _ => {
-                    on_heap.resize(count, EnvoyHttpHeader::EMPTY);
-                    &mut on_heap[..]
-                }
-            };
-            if !abi::envoy_dynamic_module_callback_http_get_headers(
-                self.envoy,
-                kind,
-                fields.as_mut_ptr(),
-            ) {
-                return HeaderPairs::default();
-            }
-            HeaderPairs::from_pairs(fields.iter().map(|f| (f.key(), f.value())))
+        // SAFETY: inside this callback.
+        let count =
+            unsafe { abi::envoy_dynamic_module_callback_http_get_headers_size(self.envoy, kind) };
+        if count == 0 {
+            return HeaderPairs::default();
         }
+        with_list::<_, 32, _>(count, EnvoyHttpHeader::EMPTY, |fields| {
+            // SAFETY: the list is sized as Envoy says; the fields are
+            // copied before the callback returns.
+            unsafe {
+                match abi::envoy_dynamic_module_callback_http_get_headers(
+                    self.envoy,
+                    kind,
+                    fields.as_mut_ptr(),
+                ) {
+                    true => HeaderPairs::from_pairs(fields.iter().map(|f| (f.key(), f.value()))),
+                    false => HeaderPairs::default(),
+                }
+            }
+        })
     }
 
     fn set_header(&mut self, map: Map, name: &str, value: &[u8]) {
