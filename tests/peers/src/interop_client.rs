@@ -153,6 +153,16 @@ async fn client(target: &str) -> Result<TestServiceClient<Channel>> {
         .max_encoding_message_size(8 << 20))
 }
 
+/// A UnaryCall request of `size` zero bytes asking for as many back (the
+/// benchmarks' calls).
+pub fn sized_unary(size: usize) -> SimpleRequest {
+    SimpleRequest {
+        response_size: size as i32,
+        payload: payload(size),
+        ..Default::default()
+    }
+}
+
 fn payload(size: usize) -> Option<Payload> {
     Some(Payload {
         r#type: 0,

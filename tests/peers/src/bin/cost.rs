@@ -17,8 +17,9 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
+use bridge_peers::interop_client::sized_unary;
 use bridge_peers::proto::test_service_client::TestServiceClient;
-use bridge_peers::proto::{Payload, ResponseParameters, SimpleRequest, StreamingOutputCallRequest};
+use bridge_peers::proto::{ResponseParameters, StreamingOutputCallRequest};
 use bridge_peers::topology::{self, Hop, Topology, Upstream, remove_bridge};
 use serde_json::Value;
 
@@ -72,15 +73,7 @@ async fn run_calls(target: &str, work: Work, calls: u64) -> Result<()> {
             for _ in 0..calls / IN_FLIGHT {
                 let received = match work {
                     Work::Unary(size) => {
-                        let request = SimpleRequest {
-                            response_size: size as i32,
-                            payload: Some(Payload {
-                                r#type: 0,
-                                body: vec![0; size],
-                            }),
-                            ..Default::default()
-                        };
-                        let reply = client.unary_call(request).await?.into_inner();
+                        let reply = client.unary_call(sized_unary(size)).await?.into_inner();
                         ensure!(reply.payload.map(|p| p.body.len()) == Some(size));
                         size
                     }

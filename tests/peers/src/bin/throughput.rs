@@ -14,7 +14,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, bail, ensure};
-use bridge_peers::proto::{Payload, SimpleRequest};
+use bridge_peers::interop_client::sized_unary;
+use bridge_peers::proto::SimpleRequest;
 use bridge_peers::raw::frame;
 use bridge_peers::topology::{self, Hop, Topology, Upstream, remove_bridge, rss_kib};
 use bytes::Bytes;
@@ -67,15 +68,7 @@ struct Call {
 }
 
 fn unary_body(size: usize) -> Bytes {
-    let request = SimpleRequest {
-        response_size: size as i32,
-        payload: Some(Payload {
-            r#type: 0,
-            body: vec![0; size],
-        }),
-        ..Default::default()
-    };
-    Bytes::from(frame(0, &request.encode_to_vec()))
+    Bytes::from(frame(0, &sized_unary(size).encode_to_vec()))
 }
 
 /// A StreamingOutputCall of 64 messages of 64 KiB.
