@@ -270,8 +270,8 @@ impl StreamBridge for Edge {
         }
         remove_if_present(host, Map::RequestHeaders, &request, "te");
         remove_if_present(host, Map::RequestHeaders, &request, "content-length");
-        // Removed above if the client sent one: added, not set (a set
-        // costs Envoy a lookup and removal first).
+        // Removed above if the client sent one: added, not set (cheaper
+        // for Envoy: docs/benchmarks.md, "Instructions per call").
         host.add_header(
             Map::RequestHeaders,
             &self.config.marker.header,
@@ -512,9 +512,9 @@ impl WebBody {
     }
 }
 
-/// Sets `name` if the map as read (`fields`) has it, else adds it: an add
-/// costs Envoy a quarter of a set (docs/benchmarks.md, "Instructions per
-/// call").
+/// Sets `name` if the map as read (`fields`) has it, else adds it: adding
+/// an absent field costs Envoy about a fifth of setting it
+/// (docs/benchmarks.md, "Instructions per call").
 fn put(host: &mut dyn Host, map: Map, fields: &HeaderPairs, name: &str, value: &[u8]) {
     match fields.get(name) {
         Some(_) => host.set_header(map, name, value),
