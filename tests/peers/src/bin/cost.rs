@@ -118,88 +118,90 @@ fn callgrind_control(option: &str, pid: u32) -> Result<()> {
     Ok(())
 }
 
-/// The newest dump callgrind wrote for `name`, and its `totals:`.
-fn dumped(dir: &Path, name: &str) -> Result<(PathBuf, u64)> {
+/// How many dumps callgrind has written for `name` (it numbers them 1, 2, …).
+fn dumps_of(dir: &Path, name: &str) -> Result<usize> {
     let prefix = format!("{name}.callgrind.");
+    Ok(std::fs::read_dir(dir)?
+        .filter_map(|entry| entry.ok())
+        .filter(|entry| entry.file_name().to_string_lossy().starts_with(&prefix))
+        .count())
+}
+
+/// Dump `number` for `name`, once written whole, and its `totals:`.
+fn dump(dir: &Path, name: &str, number: usize) -> Result<(PathBuf, u64)> {
+    let path = dir.join(format!("{name}.callgrind.{number}"));
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let mut dumps: Vec<PathBuf> = std::fs::read_dir(dir)?
-            .filter_map(|entry| entry.ok().map(|e| e.path()))
-            .filter(|path| {
-                path.file_name()
-                    .and_then(|n| n.to_str())
-                    .is_some_and(|n| n.starts_with(&prefix))
-            })
-            .collect();
-        dumps.sort();
-        if let Some(dump) = dumps.pop() {
-            let text = std::fs::read_to_string(&dump)?;
-            let total = text
-                .lines()
+        let total = std::fs::read_to_string(&path).ok().and_then(|text| {
+            text.lines()
                 .find_map(|line| line.strip_prefix("totals:"))
-                .and_then(|v| v.trim().parse().ok());
-            if let Some(total) = total {
-                return Ok((dump, total));
-            }
+                .and_then(|v| v.trim().parse().ok())
+        });
+        if let Some(total) = total {
+            return Ok((path, total));
         }
         if Instant::now() > deadline {
-            bail!("no callgrind dump for {name} in {}", dir.display());
+            bail!("no callgrind dump {}", path.display());
         }
         std::thread::sleep(Duration::from_millis(200));
     }
 }
 
-/// One Envoy's count: instructions per call, and its dump.
+/// One Envoy's count over `calls` calls.
 struct Count {
     per_call: f64,
+    calls: u64,
     dump: PathBuf,
 }
 
-/// Counts each Envoy of `topology` over `work.calls()` calls: (edge, origin).
+/// Counts each Envoy of `topology` over the calls of `work`: (edge, origin).
 fn measure(
     runtime: &tokio::runtime::Runtime,
     topology: &Topology,
     work: Work,
 ) -> Result<(Count, Count)> {
     let target = format!("http://{}", topology.edge);
-    runtime.block_on(run_calls(&target, work, WARM_UP.min(work.calls())))?;
+    // Each caller makes an equal share: the calls counted are those made.
+    let calls = work.calls() / IN_FLIGHT * IN_FLIGHT;
+    runtime.block_on(run_calls(&target, work, WARM_UP.min(calls)))?;
     let pids = topology.pids();
     for (_, pid) in &pids {
         callgrind_control("-z", *pid)?;
     }
-    let calls = work.calls();
     runtime.block_on(run_calls(&target, work, calls))?;
+    let next = |name: &str| dumps_of(&topology.dir, name).map(|n| n + 1);
+    let (edge_dump, origin_dump) = (next("edge")?, next("origin")?);
     for (_, pid) in &pids {
         callgrind_control("-d", *pid)?;
     }
-    let count = |name: &str| -> Result<Count> {
-        let (dump, total) = dumped(&topology.dir, name)?;
+    let count = |name: &str, number: usize| -> Result<Count> {
+        let (dump, total) = dump(&topology.dir, name, number)?;
         Ok(Count {
             per_call: total as f64 / calls as f64,
+            calls,
             dump,
         })
     };
-    Ok((count("edge")?, count("origin")?))
+    Ok((count("edge", edge_dump)?, count("origin", origin_dump)?))
 }
 
 /// Instructions per call under each of the native module's stream hooks
-/// (Envoy's work in the callbacks they make included), from a dump of
-/// `calls` calls.
-fn native_hooks(dump: &Path, calls: u64) -> Result<Vec<(String, f64)>> {
+/// (Envoy's work in the callbacks they make included), from a count's dump.
+fn native_hooks(count: &Count) -> Result<Vec<(String, f64)>> {
     let output = Command::new("callgrind_annotate")
         .args(["--inclusive=yes", "--threshold=100"])
-        .arg(dump)
+        .arg(&count.dump)
         .output()
         .context("running callgrind_annotate (valgrind)")?;
     let text = String::from_utf8_lossy(&output.stdout);
     Ok(text
         .lines()
         .filter_map(|line| {
-            let (count, rest) = line.trim().split_once(' ')?;
+            let (instructions, rest) = line.trim().split_once(' ')?;
             let hook = rest.split("envoy_dynamic_module_on_http_filter_").nth(1)?;
             let hook = hook.split_whitespace().next()?.to_string();
-            let count: f64 = count.replace(',', "").parse().ok()?;
-            Some((hook, count / calls as f64))
+            let instructions: f64 = instructions.replace(',', "").parse().ok()?;
+            Some((hook, instructions / count.calls as f64))
         })
         .collect())
 }
@@ -233,7 +235,8 @@ fn main() -> Result<()> {
             },
         )
     };
-    // Started together: under valgrind each Envoy takes about a minute.
+    // Each started once (under valgrind an Envoy takes tens of seconds to
+    // start) and counted for every kind of call.
     let chains = [
         (
             "two Envoys, router only",
@@ -307,8 +310,8 @@ fn main() -> Result<()> {
     println!();
     println!("| hook | edge | origin |");
     println!("|---|---:|---:|");
-    let edge_hooks = native_hooks(&counts[3].0.dump, calls())?;
-    let origin_hooks = native_hooks(&counts[3].1.dump, calls())?;
+    let edge_hooks = native_hooks(&counts[3].0)?;
+    let origin_hooks = native_hooks(&counts[3].1)?;
     for (hook, edge) in &edge_hooks {
         let origin = origin_hooks
             .iter()
